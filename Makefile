@@ -1,0 +1,52 @@
+# The README's two commands. Each does its own set-up on a fresh machine (a .venv made with venv + pip).
+#   make test        unit tests + every notebook under nbmake, in tiny mode
+#   make reproduce   SFT vs RLVR vs EBFT on the three tasks at PRESET (default: tiny) -> results/$(PRESET)/
+
+PYTHON ?= python3
+VENV ?= .venv
+PRESET ?= tiny
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export TRANSFORMERS_VERBOSITY := error
+
+.PHONY: setup test unit notebooks reproduce bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[dev,notebooks,humaneval]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import ebft_repro, torch, transformers, nbmake, sacrebleu"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(BIN)/python -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+notebooks: setup
+	$(BIN)/python -m pytest -q --nbmake notebooks $(PYTEST_ARGS)
+
+reproduce: setup
+	$(BIN)/python -m ebft_repro prepare --task all --preset $(PRESET)
+	$(BIN)/python -m ebft_repro reproduce --preset $(PRESET)
+
+bench: setup
+	$(BIN)/python -m ebft_repro.bench sampler
+	$(BIN)/python -m ebft_repro.bench sandbox
+
+lint: setup
+	$(BIN)/ruff check ebft_repro tests
+	$(BIN)/ruff format --check ebft_repro tests
+
+clean:
+	rm -rf results/_tiny .pytest_cache

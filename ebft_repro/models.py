@@ -1,0 +1,135 @@
+"""Load policies, tokenizers and feature networks; build random-init models from a config (no network).
+
+``model`` names resolve as follows: ``builtin:<preset>`` is this package's own base model (pretrained here by
+:mod:`ebft_repro.pretrain` and cached under ``data/cache/``); an existing local directory is loaded with
+``from_pretrained``; anything else is treated as a Hugging Face hub name (which needs network access or a
+populated local HF cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .config import BaseModelConfig
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
+
+
+def make_causal_lm(cfg: BaseModelConfig, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int):
+    """A random-init causal LM of the configured architecture (Llama, Qwen2 or GPT-2)."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    common = dict(vocab_size=vocab_size, bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id)
+    if cfg.architecture == "gpt2":
+        config = GPT2Config(
+            n_embd=cfg.hidden_size,
+            n_layer=cfg.n_layers,
+            n_head=cfg.n_heads,
+            n_inner=cfg.intermediate_size,
+            n_positions=cfg.max_position_embeddings,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        config_cls, model_cls = (
+            (LlamaConfig, LlamaForCausalLM)
+            if cfg.architecture == "llama"
+            else (Qwen2Config, Qwen2ForCausalLM)
+        )
+        config = config_cls(
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.n_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            tie_word_embeddings=True,
+            **common,
+        )
+        model = model_cls(config)
+    model.config._attn_implementation = "sdpa"
+    return model
+
+
+def resolve_model_path(name: str, cfg: object | None = None) -> str:
+    """Turn ``builtin:<preset>`` into the cached base-model directory (building it if needed)."""
+    if name.startswith("builtin:"):
+        from .pretrain import ensure_base_model
+
+        if cfg is None:
+            raise ValueError(f"model={name!r} needs the experiment config to locate the built-in base model")
+        return str(ensure_base_model(cfg.base, cfg.data, name=name.split(":", 1)[1]))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ValueError(
+                f"model={name!r}: the directory has no config.json (not a saved Hugging Face model)"
+            )
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ValueError(
+            f"model={name!r}: no such local directory (and it is not a hub name like 'org/model')"
+        )
+    return name
+
+
+def load_tokenizer(path: str):
+    """Load a tokenizer and make sure it has EOS and PAD tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer at {path!r} has no EOS token; EBFT packing needs one")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, *, dtype: str = "float32", device: str | torch.device = "cpu"):
+    """Load any Hugging Face causal LM with SDPA attention (eager if SDPA is unsupported)."""
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = getattr(torch, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa")
+    except (ValueError, ImportError):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="eager")
+    return model.to(device)
+
+
+def check_vocab(model, tokenizer, *, where: str = "model") -> None:
+    """Raise if the tokenizer can produce ids the model's embedding table does not have."""
+    n_embed = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_embed:
+        raise ValueError(
+            f"tokenizer vocabulary ({len(tokenizer)} tokens) does not match the {where}'s embedding table"
+            f" ({n_embed} rows): use the tokenizer saved with the model"
+        )
+
+
+def load_policy_and_tokenizer(cfg, device: str | torch.device = "cpu"):
+    """The policy to fine-tune and its tokenizer, from ``cfg.model`` (see module docstring)."""
+    path = resolve_model_path(cfg.model, cfg)
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, dtype=cfg.train.dtype, device=device)
+    check_vocab(model, tokenizer)
+    return model, tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,127 @@
+"""Figures read from run files: accuracy and validation CE over training, and the final accuracy-vs-CE scatter."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from .evaluation import primary_metric
+from .utils import read_jsonl
+
+METHOD_COLORS = {"ebft": "#d62728", "sft": "#1f77b4", "rlvr": "#2ca02c"}
+METHOD_LABELS = {"ebft": "EBFT", "sft": "SFT", "rlvr": "RLVR"}
+METRIC_LABELS = {
+    "pass@1": "pass@1 (test)",
+    "bleu": "BLEU (test, mean of directions)",
+    "val_ce": "validation CE (nats/token)",
+    "val_fm_loss": "validation CFM loss",
+}
+
+
+def _curves(runs: list[dict], metric: str) -> dict[tuple[str, str], list[list[tuple[int, float]]]]:
+    curves = defaultdict(list)
+    for run in runs:
+        rows = [
+            r
+            for r in read_jsonl(Path(run["run_dir"]) / "metrics.jsonl")
+            if r["kind"] == "eval" and metric in r
+        ]
+        curves[(run["task"], run["method"])].append([(r["step"], r[metric]) for r in rows])
+    return curves
+
+
+def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title: str) -> Path:
+    """One panel per task; one line per method (mean over seeds, shaded min-max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = sorted({run["task"] for run in runs})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = metric_for_task(task)
+        curves = _curves([r for r in runs if r["task"] == task], metric)
+        for (_, method), seeds in sorted(curves.items()):
+            steps = [s for s, _ in seeds[0]]
+            values = np.array([[v for _, v in seed] for seed in seeds if len(seed) == len(steps)])
+            color = METHOD_COLORS.get(method)
+            ax.plot(
+                steps,
+                values.mean(0),
+                marker="o",
+                ms=3,
+                color=color,
+                label=f"{METHOD_LABELS.get(method, method)} (n={len(values)})",
+            )
+            if len(values) > 1:
+                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
+        ax.set_title(task)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
+    """Final downstream accuracy against final validation CE, one point per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({run["task"] for run in runs})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = primary_metric(task)
+        for method in METHOD_COLORS:
+            points = [
+                (r["final"].get("val_ce"), r["final"].get(metric))
+                for r in runs
+                if r["task"] == task and r["method"] == method
+            ]
+            points = [p for p in points if None not in p]
+            if points:
+                xs, ys = zip(*points)
+                ax.scatter(xs, ys, color=METHOD_COLORS[method], label=METHOD_LABELS[method], s=30)
+        base = [r["initial"] for r in runs if r["task"] == task and r.get("initial")]
+        if base and "val_ce" in base[0] and metric in base[0]:
+            ax.scatter(
+                [base[0]["val_ce"]], [base[0][metric]], marker="*", s=120, color="black", label="base model"
+            )
+        ax.set_title(task)
+        ax.set_xlabel("validation CE (lower is better)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(out_dir: Path, runs: list[dict]) -> list[Path]:
+    """The three standard figures of a preset, written next to its summary."""
+    out_dir = Path(out_dir)
+    preset = out_dir.name
+    return [
+        plot_metric_vs_step(
+            runs, primary_metric, out_dir / "accuracy_vs_step.png", title=f"Downstream accuracy ({preset})"
+        ),
+        plot_metric_vs_step(
+            runs,
+            lambda _: "val_ce",
+            out_dir / "val_ce_vs_step.png",
+            title=f"Validation cross-entropy ({preset})",
+        ),
+        plot_accuracy_vs_ce(
+            runs, out_dir / "accuracy_vs_ce.png", title=f"Final accuracy vs validation CE ({preset})"
+        ),
+    ]

