@@ -21,7 +21,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e ".[dev,notebooks,humaneval]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[dev,notebooks,humaneval,scale]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import ebft_repro, torch, transformers, nbmake, sacrebleu"
 	touch $@
 

@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--preset", default="tiny", help=f"one of {PRESETS} (default: tiny)")
     prepare.add_argument("--skip-model", action="store_true", help="prepare the data only")
     prepare.add_argument(
-        "--verify", action="store_true", help="run every coding reference through the sandbox"
+        "--verify",
+        default="eval",
+        choices=("eval", "all", "none"),
+        help="run Q&A coding reference solutions through the sandbox: validation+test (default), all, or none",
     )
 
     train = sub.add_parser("train", help="train one (task, method, seed) run and print its summary")

@@ -236,14 +236,26 @@ class TrainConfig:
     checkpoint_every_steps: int = 10
     device: str = "auto"
     dtype: str = "float32"
-    """Parameter dtype; ``bfloat16`` autocast is used on CUDA when ``autocast_bf16``."""
+    """Parameter dtype of the policy."""
     autocast_bf16: bool = False
+    """Run forwards under ``torch.autocast(bfloat16)`` (CUDA or CPU)."""
     deterministic: bool = False
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (memory saver for large models)."""
+    lora_rank: int = 0
+    """> 0: train LoRA adapters (peft) on every linear layer; the feature network is then the same base
+    weights with the adapters disabled, so no second copy of the model is held."""
+    lora_alpha: float = 16.0
+    feature_dtype: str = "float32"
+    """dtype of the frozen feature-network copy (``bfloat16`` halves its memory)."""
+    save_model: bool = False
+    """Save the final policy under ``<run_dir>/model`` (git-ignored)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "n_steps", "chunks_per_step", "checkpoint_every_steps")
-        _check_positive(self, "micro_batch_size", allow_zero=True)
+        _check_positive(self, "micro_batch_size", "lora_rank", allow_zero=True)
         _check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
+        _check_choice(self, "feature_dtype", ("float32", "bfloat16", "float16"))
 
 
 @dataclass(frozen=True)
@@ -393,17 +405,17 @@ def _task_defaults(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def tiny(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> ExperimentConfig:
-    """CPU smoke-test preset: a ~1.5M-parameter base model, L=128, a few dozen steps."""
+    """CPU smoke-test preset: a ~1.1M-parameter base model, L=128, 16 steps."""
     cfg = ExperimentConfig(
         method=method,
         task=task,
         seed=seed,
         preset="tiny",
         model="builtin:tiny",
-        data=DataConfig(seq_len=128, n_train=1500, n_val=48, n_test=48, n_val_chunks=8),
-        train=TrainConfig(n_steps=24, chunks_per_step=4, checkpoint_every_steps=8),
-        eval=EvalConfig(every_steps=8, n_prompts=24, n_samples=4, max_new_tokens=48, n_fm_chunks=2),
-        rlvr=RLVRConfig(prompts_per_step=4, max_new_tokens=48),
+        data=DataConfig(seq_len=128, n_train=1500, n_val=32, n_test=32, n_val_chunks=8),
+        train=TrainConfig(n_steps=16, chunks_per_step=2, checkpoint_every_steps=8),
+        eval=EvalConfig(every_steps=8, n_prompts=16, n_samples=4, max_new_tokens=40, n_fm_chunks=2),
+        rlvr=RLVRConfig(prompts_per_step=2, max_new_tokens=40),
     )
     grids = {"ebft": (3e-4, 1e-3), "sft": (3e-4, 1e-3), "rlvr": (3e-4, 1e-3)}
     return _method_defaults(_task_defaults(cfg), grids)

@@ -150,10 +150,13 @@ def sample_for_prompts(
     max_new_tokens: int,
     temperature: float,
     top_p: float,
-    generator: torch.Generator,
+    generator,
     batch_size: int = 64,
 ) -> tuple[list[str], object]:
-    """Sample ``n_samples`` completions per example (prompt-major order).  Prompts use special tokens."""
+    """Sample ``n_samples`` completions per example (prompt-major order).  Prompts use special tokens.
+
+    ``generator`` is one torch generator, or one per completion row (prompt-major).
+    """
     device = next(model.parameters()).device
     prompt_tokens = [tokenizer(ex.prompt, add_special_tokens=True)["input_ids"] for ex in examples]
     rows = [ids for ids in prompt_tokens for _ in range(n_samples)]
@@ -171,7 +174,7 @@ def sample_for_prompts(
             pad_id=tokenizer.pad_token_id,
             temperature=temperature,
             top_p=top_p,
-            generator=generator,
+            generator=generator[start : start + batch_size] if isinstance(generator, list) else generator,
         )
         texts += decode_completions(tokenizer, last)
     model.train(was_training)

@@ -8,6 +8,7 @@ strided sequence, so both condition on exactly the same true prefix c_k (pitfall
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -63,6 +64,9 @@ class FeatureNetwork(torch.nn.Module):
         pooling: ``last_token`` (code tasks), ``mean`` (translation; not re-normalised) or ``concat``
             (the normalised features at 25/50/75% of the block, concatenated).
         copy_model: set False to wrap ``model`` itself (it is then frozen in place), e.g. a separate base.
+        adapters_off: ``model`` is a peft model being trained with LoRA; features come from it with the
+            adapters disabled (the base weights, shared, not copied). It is neither frozen nor registered
+            as a submodule here, so the trainable adapters stay the policy's.
     """
 
     def __init__(
@@ -72,13 +76,18 @@ class FeatureNetwork(torch.nn.Module):
         pooling: str = "last_token",
         *,
         copy_model: bool = True,
+        adapters_off: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
-        self.model = copy.deepcopy(model) if copy_model else model
-        self.model.eval()
-        self.model.requires_grad_(False)
+        self.adapters_off = adapters_off
+        if adapters_off:
+            object.__setattr__(self, "model", model)  # not a submodule: the policy owns these weights
+        else:
+            self.model = copy.deepcopy(model) if copy_model else model
+            self.model.eval()
+            self.model.requires_grad_(False)
         self.layer_indices = resolve_layers(layers, _n_layers(self.model))
         self.pooling = pooling
 
@@ -116,14 +125,18 @@ class FeatureNetwork(torch.nn.Module):
         if position_ids is None:
             position_ids = torch.arange(length, device=device)
         dtype = next(self.model.parameters()).dtype
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=model_attention_mask(allowed.to(device), self.model, dtype),
-            position_ids=position_ids.to(device)[None].expand(n_batch, -1),
-            output_hidden_states=True,
-            use_cache=False,
-            **({"logits_to_keep": 1} if "logits_to_keep" in forward_params(self.model) else {}),
-        )
+        was_training = self.model.training
+        self.model.eval()
+        with self.model.disable_adapter() if self.adapters_off else contextlib.nullcontext():
+            outputs = self.model(
+                input_ids=input_ids,
+                attention_mask=model_attention_mask(allowed.to(device), self.model, dtype),
+                position_ids=position_ids.to(device)[None].expand(n_batch, -1),
+                output_hidden_states=True,
+                use_cache=False,
+                **({"logits_to_keep": 1} if "logits_to_keep" in forward_params(self.model) else {}),
+            )
+        self.model.train(was_training and self.adapters_off)
         hidden = torch.cat(
             [outputs.hidden_states[i].float() for i in self.layer_indices], dim=-1
         )  # (B, S, D)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .sampler import cache_kwargs, output_cache, sample_tokens
+from .sampler import Generators, cache_kwargs, output_cache, sample_tokens
 
 
 @dataclass
@@ -51,7 +51,7 @@ def sample_completions(
     pad_id: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Completions:
     """Sample one completion per row with a KV cache (temperature 0 = greedy).
 

@@ -33,8 +33,11 @@ def verify_references(examples) -> dict:
     }
 
 
-def prepare(tasks: list[str], preset: str, *, build_model: bool = True, verify: bool = False) -> dict:
+def prepare(tasks: list[str], preset: str, *, build_model: bool = True, verify: str = "eval") -> dict:
     """Build each task's splits (and the preset's base model); return per-split counts.
+
+    ``verify`` runs Q&A coding reference solutions through the sandbox: ``"eval"`` (validation and test,
+    the default), ``"all"`` (every split) or ``"none"``.
 
     Raises:
         RuntimeError: if ``verify`` finds a reference solution that fails its own tests.
@@ -55,8 +58,9 @@ def prepare(tasks: list[str], preset: str, *, build_model: bool = True, verify: 
         if tokenizer is not None:
             entry["train_chunks"] = len(packed_split(task, cfg.data, "train", tokenizer))
             entry["validation_chunks"] = len(packed_split(task, cfg.data, "validation", tokenizer))
-        if verify and task == "qa_code":
-            entry["reference_check"] = verify_references(data.train + data.validation + data.test)
+        if task == "qa_code" and verify != "none":
+            checked = data.train + data.validation + data.test if verify == "all" else data.validation + data.test
+            entry["reference_check"] = verify_references(checked)
             if entry["reference_check"]["n_failed"]:
                 raise RuntimeError(
                     f"{task}: reference solutions failed their tests: {entry['reference_check']}"

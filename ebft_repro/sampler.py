@@ -19,6 +19,7 @@ CDF boundary.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -161,7 +162,9 @@ def model_attention_mask(allowed: torch.Tensor, model: torch.nn.Module, dtype: t
 
 
 def forward_params(model: torch.nn.Module) -> set[str]:
-    return set(inspect.signature(model.forward).parameters)
+    """Keyword names the model's forward accepts (a peft wrapper is looked through to its base model)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(target.forward).parameters)
 
 
 def cache_kwargs(model: torch.nn.Module, cache: object | None) -> dict:
@@ -215,13 +218,26 @@ def forward_rows(
     return logits.float(), (output_cache(outputs) if use_cache else None)
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def draw_uniforms(shape: torch.Size, generator: Generators) -> torch.Tensor:
+    """Uniforms of ``shape`` from one generator, or from one generator per leading row (per-sample streams)."""
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} row generators for {shape[0]} rows")
+        return torch.stack([torch.rand(shape[1:], generator=g, device=g.device).cpu() for g in generator])
+    return torch.rand(shape, generator=generator, device=generator.device if generator else "cpu")
+
+
 def sample_tokens(
-    logits: torch.Tensor, *, temperature: float, top_p: float = 1.0, generator: torch.Generator | None = None
+    logits: torch.Tensor, *, temperature: float, top_p: float = 1.0, generator: Generators = None
 ) -> torch.Tensor:
     """Sample one token per row by inverse-CDF on uniforms from ``generator``; temperature 0 is greedy.
 
     Args:
         logits: (..., V) float logits.
+        generator: one generator, or a sequence with one generator per leading row of ``logits``.
 
     Returns:
         (...) long token ids.
@@ -235,9 +251,7 @@ def sample_tokens(
         drop = (sorted_probs.cumsum(-1) - sorted_probs) >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    uniforms = torch.rand(
-        probs.shape[:-1], generator=generator, device=generator.device if generator else "cpu"
-    )
+    uniforms = draw_uniforms(probs.shape[:-1], generator)
     cdf = probs.cumsum(dim=-1)  # (..., V)
     threshold = uniforms.to(probs.device)[..., None] * cdf[..., -1:]  # (..., 1)
     tokens = (cdf < threshold).sum(dim=-1)
@@ -257,7 +271,7 @@ def strided_generate(
     gen_len: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_cache: bool = True,
 ) -> StridedRollouts:
     """Sample one G-token rollout from each of the K nested prefixes of every chunk (spec 3.2).
@@ -265,7 +279,8 @@ def strided_generate(
     Args:
         model: any Hugging Face causal LM.
         input_ids: (B, L) ground-truth chunks (repeat a chunk n times for n samples).
-        generator: source of the sampling uniforms; the same seed gives the same tokens in both paths.
+        generator: source of the sampling uniforms (one, or one per row); the same seed gives the same
+            tokens in both paths.
         use_cache: KV-cached decoding (default) or the authors' full recompute per step.
 
     Returns:

@@ -9,41 +9,28 @@ from a checkpoint ends with the same metrics as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import ExperimentConfig
 from .data import load_eval_examples, load_task, packed_split
-from .evaluation import (
-    downstream_eval,
-    feature_matching_eval,
-    group_features,
-    sample_for_prompts,
-    validation_ce,
-    verifier_rewards,
-)
+from .evaluation import downstream_eval, feature_matching_eval, validation_ce
 from .featurizer import FeatureNetwork
-from .generation import completion_logprobs
-from .losses import ebft_loss, feature_matching_rewards, rloo_advantages, rlvr_loss, sft_loss
 from .models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
-from .sampler import strided_generate, strided_logprobs
-from .utils import (
-    environment_info,
-    progress,
-    read_json,
-    resolve_device,
-    seed_everything,
-    step_generator,
-    write_json,
-)
+from .steps import STEPS, Context, autocast
+from .utils import environment_info, progress, read_json, read_jsonl, resolve_device, seed_everything
+from .utils import step_generator, write_json
 
-STREAM_SAMPLE, STREAM_EVAL, STREAM_FM = 0, 1, 2
+log = logging.getLogger(__name__)
+
+STREAM_EVAL, STREAM_FM = "eval", "fm"
 TIMING_KEYS = ("wall_s", "step_s")
 
 
@@ -52,37 +39,6 @@ class RunResult:
     run_dir: Path | None
     summary: dict
     metrics: list[dict]
-
-
-@dataclass
-class Context:
-    """Everything a step needs; built once per run."""
-
-    cfg: ExperimentConfig
-    policy: torch.nn.Module
-    tokenizer: object
-    feature_net: FeatureNetwork
-    train_chunks: torch.Tensor  # (N_train, L)
-    train_target_mask: torch.Tensor  # (N_train, L-1)
-    val_chunks: object
-    rl_examples: list
-    eval_examples: list
-    val_examples: list
-    device: torch.device
-
-
-def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """Indices of step ``step``: consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
-    indices = []
-    position = step * batch_size
-    while len(indices) < batch_size:
-        epoch, offset = divmod(position, n_items)
-        order = list(range(n_items))
-        random.Random(f"{seed}:{epoch}").shuffle(order)
-        take = min(batch_size - len(indices), n_items - offset)
-        indices += order[offset : offset + take]
-        position += take
-    return indices
 
 
 def lr_lambda(cfg: ExperimentConfig):
@@ -101,172 +57,58 @@ def lr_lambda(cfg: ExperimentConfig):
     return factor
 
 
-def _micro_batches(n_rows: int, micro: int) -> list[slice]:
-    size = micro if micro > 0 else n_rows
-    return [slice(i, min(i + size, n_rows)) for i in range(0, n_rows, size)]
+def fit_prompts(examples: list, tokenizer, max_tokens: int, *, what: str) -> list:
+    """Drop prompts longer than ``max_tokens`` tokens, logging each skipped record by uid (never silent)."""
+    kept, skipped = [], []
+    for example in examples:
+        n_tokens = len(tokenizer(example.prompt)["input_ids"])
+        (kept if n_tokens <= max_tokens else skipped).append(example)
+    if skipped:
+        uids = ", ".join(ex.uid or "?" for ex in skipped[:5])
+        log.warning("%s: skipped %d prompts longer than %d tokens (%s...)", what, len(skipped), max_tokens, uids)
+    return kept
 
 
-def _autocast(ctx: Context):
-    enabled = ctx.cfg.train.autocast_bf16 and ctx.device.type == "cuda"
-    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-# ------------------------------------------------------------------------------------------- steps
-
-
-def ebft_step(ctx: Context, step: int) -> dict[str, float]:
-    """Sample -> features -> rewards -> RLOO advantages -> backward (spec 4.5). Returns metrics."""
-    cfg, sampler = ctx.cfg, ctx.cfg.sampler
-    n_samples = sampler.n_samples
-    rows = batch_indices(len(ctx.train_chunks), cfg.train.chunks_per_step, cfg.seed, step)
-    chunks = ctx.train_chunks[rows].to(ctx.device).repeat_interleave(n_samples, dim=0)  # (B*N, L)
-    target_mask = ctx.train_target_mask[rows].to(ctx.device).repeat_interleave(n_samples, dim=0)  # (B*N, L-1)
-    ctx.policy.eval()
-    with _autocast(ctx):
-        rollouts = strided_generate(
-            ctx.policy,
-            chunks,
-            stride=sampler.stride,
-            context_len=sampler.context_len,
-            gen_len=sampler.gen_len,
-            temperature=sampler.temperature,
-            top_p=sampler.top_p,
-            generator=step_generator(cfg.seed, step, STREAM_SAMPLE),
-            use_cache=sampler.use_cache,
-        )
-        gen_feats, gt_feats = ctx.feature_net.strided_features(
-            rollouts.sequences, rollouts.layout
-        )  # (B*N, K, D)
-    group_gen, group_gt = group_features(
-        gen_feats.float(), gt_feats.float(), n_samples
-    )  # (B*K, N, D), (B*K, D)
-    loss_cfg = cfg.loss
-    rewards = feature_matching_rewards(
-        group_gen,
-        group_gt,
-        alignment_coef=loss_cfg.alignment_coef,
-        diversity_coef=loss_cfg.diversity_coef,
-        whitening=loss_cfg.whitening,
-    )
-    advantages = rloo_advantages(
-        rewards.alignment,
-        rewards.diversity,
-        alignment_coef=loss_cfg.alignment_coef,
-        diversity_coef=loss_cfg.diversity_coef,
-    )  # (B*K, N)
-    n_chunks, n_blocks = len(rows), rollouts.layout.n_blocks
-    advantages = (
-        advantages.view(n_chunks, n_blocks, n_samples).transpose(1, 2).reshape(-1, n_blocks)
-    )  # (B*N, K)
-
-    ctx.policy.train()
-    n_seqs = chunks.shape[0]
-    sums: dict[str, float] = {}
-    for part in _micro_batches(n_seqs, cfg.train.micro_batch_size):
-        with _autocast(ctx):
-            gen_logps, gt_logps = strided_logprobs(
-                ctx.policy, rollouts.sequences[part], rollouts.layout, temperature=sampler.temperature
-            )  # (b, K, G), (b, L-1)
-        loss, metrics = ebft_loss(
-            gen_logps.float(),
-            advantages[part],
-            gt_logps.float(),
-            ce_coef=loss_cfg.ce_coef,
-            rl_coef=loss_cfg.rl_coef,
-            gt_mask=target_mask[part],
-        )
-        weight = (part.stop - part.start) / n_seqs
-        (loss * weight).backward()
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value * weight
-    layout = rollouts.layout
-    sums.update(
-        reward=rewards.reward.mean().item(),
-        alignment=rewards.alignment.mean().item(),
-        diversity=rewards.diversity.mean().item(),
-        feature_map_reward=rewards.feature_map_reward.mean().item(),
-        tokens=float(
-            n_seqs * (layout.seq_len + (layout.gen_len - 1) * layout.n_blocks + 2 * layout.total_len)
-        ),
-    )
-    return sums
-
-
-def sft_step(ctx: Context, step: int) -> dict[str, float]:
-    """Teacher-forced CE on the same packed chunks EBFT trains on."""
-    cfg = ctx.cfg
-    rows = batch_indices(len(ctx.train_chunks), cfg.train.chunks_per_step, cfg.seed, step)
-    chunks = ctx.train_chunks[rows].to(ctx.device)  # (B, L)
-    target_mask = ctx.train_target_mask[rows].to(ctx.device)  # (B, L-1)
-    ctx.policy.train()
-    total_tokens = target_mask.sum().clamp(min=1)
-    sums: dict[str, float] = {}
-    for part in _micro_batches(len(rows), cfg.train.micro_batch_size):
-        with _autocast(ctx):
-            logits = ctx.policy(input_ids=chunks[part], use_cache=False).logits[:, :-1].float()  # (b, L-1, V)
-        logps = torch.log_softmax(logits, -1).gather(-1, chunks[part, 1:, None]).squeeze(-1)  # (b, L-1)
-        loss, metrics = sft_loss(logps, target_mask[part])
-        weight = (target_mask[part].sum() / total_tokens).item()
-        (loss * weight).backward()
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value * weight
-    sums["tokens"] = float(chunks.numel())
-    return sums
-
-
-def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
-    """RLOO over n full completions per prompt, rewarded by the task verifier (spec section 12)."""
-    cfg, rl = ctx.cfg, ctx.cfg.rlvr
-    n_samples = cfg.sampler.n_samples
-    rows = batch_indices(len(ctx.rl_examples), rl.prompts_per_step, cfg.seed, step)
-    examples = [ctx.rl_examples[i] for i in rows]
-    with _autocast(ctx):
-        texts, completions = sample_for_prompts(
-            ctx.policy,
-            ctx.tokenizer,
-            examples,
-            n_samples=n_samples,
-            max_new_tokens=rl.max_new_tokens,
-            temperature=rl.temperature,
-            top_p=rl.top_p,
-            generator=step_generator(cfg.seed, step, STREAM_SAMPLE),
-            batch_size=len(examples) * n_samples,
-        )
-    repeated = [ex for ex in examples for _ in range(n_samples)]
-    rewards = torch.tensor(verifier_rewards(repeated, texts), device=ctx.device).view(
-        len(examples), n_samples
-    )
-    ctx.policy.train()
-    with _autocast(ctx):
-        logps = completion_logprobs(ctx.policy, completions, temperature=rl.temperature)  # (B*N, T)
-    shape = (len(examples), n_samples, -1)
-    loss, metrics = rlvr_loss(logps.float().view(shape), completions.completion_mask.view(shape), rewards)
-    loss.backward()
-    metrics["tokens"] = float(2 * (completions.prompt_mask.sum() + completions.completion_mask.sum()))
-    return metrics
-
-
-STEPS = {"ebft": ebft_step, "sft": sft_step, "rlvr": rlvr_step}
-
-
-# -------------------------------------------------------------------------------------------- loop
-
-
-def build_context(cfg: ExperimentConfig) -> Context:
-    """Load the policy, the frozen feature network and the task data for a run."""
-    device = resolve_device(cfg.train.device)
+def build_models(cfg: ExperimentConfig, device: torch.device):
+    """The policy (optionally with LoRA adapters and gradient checkpointing), its tokenizer and the frozen
+    feature network: a deep copy of the initial policy, a separately named model, or, with LoRA, the same
+    weights with the adapters disabled (no second copy)."""
     policy, tokenizer = load_policy_and_tokenizer(cfg, device=device)
-    if cfg.featurizer.feature_model is None:
-        feature_net = FeatureNetwork(policy, cfg.featurizer.layers, cfg.featurizer.pooling)
-    else:
-        base = load_causal_lm(
-            resolve_model_path(cfg.featurizer.feature_model, cfg), dtype=cfg.train.dtype, device=device
+    layers, pooling = cfg.featurizer.layers, cfg.featurizer.pooling
+    feature_dtype = getattr(torch, cfg.train.feature_dtype)
+    if cfg.train.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.train.lora_rank, lora_alpha=cfg.train.lora_alpha, lora_dropout=0.0, target_modules="all-linear"
         )
-        feature_net = FeatureNetwork(base, cfg.featurizer.layers, cfg.featurizer.pooling, copy_model=False)
+        policy = get_peft_model(policy, lora)
+    if cfg.featurizer.feature_model is not None:
+        path = resolve_model_path(cfg.featurizer.feature_model, cfg)
+        base = load_causal_lm(path, dtype=cfg.train.feature_dtype, device=device)
+        feature_net = FeatureNetwork(base, layers, pooling, copy_model=False)
+    elif cfg.train.lora_rank > 0:
+        feature_net = FeatureNetwork(policy, layers, pooling, copy_model=False, adapters_off=True)
+    else:
+        feature_net = FeatureNetwork(policy, layers, pooling).to(feature_dtype)
+    if cfg.train.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return policy, tokenizer, feature_net
+
+
+def build_context(cfg: ExperimentConfig, *, rank: int = 0, world_size: int = 1) -> Context:
+    """Load the models and the task data for a run."""
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    policy, tokenizer, feature_net = build_models(cfg, device)
     train_packed = packed_split(cfg.task, cfg.data, "train", tokenizer)
     task_data = load_task(cfg.task, cfg.data)
-    rl_examples = load_task(task_data.eval_task, cfg.data).train
+    limit = cfg.data.seq_len
+    rl_examples = fit_prompts(load_task(task_data.eval_task, cfg.data).train, tokenizer, limit, what="rlvr prompts")
     eval_examples = load_eval_examples(cfg.task, cfg.data, cfg.eval.split)[: cfg.eval.n_prompts]
+    eval_examples = fit_prompts(eval_examples, tokenizer, limit, what=f"{cfg.eval.split} prompts")
+    val_examples = load_eval_examples(cfg.task, cfg.data, "validation")[: cfg.eval.n_prompts]
     return Context(
         cfg=cfg,
         policy=policy,
@@ -277,15 +119,17 @@ def build_context(cfg: ExperimentConfig) -> Context:
         val_chunks=packed_split(cfg.task, cfg.data, "validation", tokenizer),
         rl_examples=rl_examples,
         eval_examples=eval_examples,
-        val_examples=load_eval_examples(cfg.task, cfg.data, "validation")[: cfg.eval.n_prompts],
+        val_examples=fit_prompts(val_examples, tokenizer, limit, what="validation prompts"),
         device=device,
+        rank=rank,
+        world_size=world_size,
     )
 
 
 def evaluate(ctx: Context, step: int) -> dict[str, float]:
     """Validation CE, feature matching and downstream accuracy at ``step``."""
     cfg = ctx.cfg
-    with _autocast(ctx):
+    with autocast(ctx):
         metrics = validation_ce(ctx.policy, ctx.val_chunks)
         if cfg.eval.n_fm_chunks > 0:
             metrics |= feature_matching_eval(
@@ -347,23 +191,25 @@ def train(
             checkpoint go. A finished run with the same config is reused unless ``force``.
         stop_after: stop (as if killed) after this many optimizer steps; used to test resuming.
     """
+    rank, world_size = distributed.init_from_env()
+    main = rank == 0
     if run_dir is not None:
         run_dir = Path(run_dir)
         summary_path = run_dir / "summary.json"
         if summary_path.exists() and not force:
             summary = read_json(summary_path)
             if summary.get("config") == json.loads(json.dumps(cfg.to_dict())):
-                from .utils import read_jsonl
-
                 return RunResult(run_dir, summary, read_jsonl(run_dir / "metrics.jsonl"))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if force:
-            for name in ("summary.json", "checkpoint.pt", "metrics.jsonl"):
-                (run_dir / name).unlink(missing_ok=True)
-        write_json(run_dir / "config.json", cfg.to_dict())
-        write_json(run_dir / "environment.json", environment_info())
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if force:
+                for name in ("summary.json", "checkpoint.pt", "metrics.jsonl"):
+                    (run_dir / name).unlink(missing_ok=True)
+            write_json(run_dir / "config.json", cfg.to_dict())
+            write_json(run_dir / "environment.json", environment_info() | {"world_size": world_size})
+        distributed.barrier()
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
-    ctx = build_context(cfg)
+    ctx = build_context(cfg, rank=rank, world_size=world_size)
     params = [p for p in ctx.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
@@ -389,19 +235,22 @@ def train(
     for step in bar:
         if step % cfg.eval.every_steps == 0 or step == cfg.train.n_steps:
             started = time.time()
-            eval_row = {"step": step, "kind": "eval", **evaluate(ctx, step)}
+            if main:  # only rank 0 evaluates; the others wait
+                rows.append({"step": step, "kind": "eval", **evaluate(ctx, step)})
+            distributed.barrier()
             cost["eval_s"] += time.time() - started
-            rows.append(eval_row)
         if step == cfg.train.n_steps:
             break
         started = time.time()
         optimizer.zero_grad(set_to_none=True)
         metrics = step_fn(ctx, step)
+        distributed.all_reduce_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
         cost["train_s"] += time.time() - started
-        cost["tokens"] += metrics.pop("tokens", 0.0)
+        cost["tokens"] += distributed.all_reduce_sum(metrics.pop("tokens", 0.0))
+        metrics = distributed.average_metrics(metrics)
         rows.append(
             {
                 "step": step,
@@ -414,15 +263,21 @@ def train(
         bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}")
         done = step + 1
         if checkpoint_path is not None and (done % cfg.train.checkpoint_every_steps == 0):
-            _save_checkpoint(checkpoint_path, ctx, optimizer, scheduler, done, rows, cost)
-            _write_metrics(run_dir, rows)
+            if main:
+                _save_checkpoint(checkpoint_path, ctx, optimizer, scheduler, done, rows, cost)
+                _write_metrics(run_dir, rows)
+            distributed.barrier()
         if stop_after is not None and done >= stop_after:
             return RunResult(run_dir, {}, rows)
     summary = summarize(cfg, rows, cost)
-    if run_dir is not None:
+    if run_dir is not None and main:
+        if cfg.train.save_model:
+            ctx.policy.save_pretrained(run_dir / "model")
+            ctx.tokenizer.save_pretrained(run_dir / "model")
         _write_metrics(run_dir, rows)
         write_json(run_dir / "summary.json", summary)
         checkpoint_path.unlink(missing_ok=True)
+    distributed.barrier()
     return RunResult(run_dir, summary, rows)
 
 

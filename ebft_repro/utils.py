@@ -28,14 +28,21 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def step_generator(
-    seed: int, step: int, stream: int = 0, device: str | torch.device = "cpu"
-) -> torch.Generator:
-    """A torch generator re-seeded from (seed, step, stream), so resumed runs draw the same numbers."""
-    digest = hashlib.sha256(f"{seed}:{step}:{stream}".encode()).digest()
+def step_generator(seed: int, step: int, *keys: int | str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch generator keyed by (seed, step, *keys), so resumed runs draw the same numbers.
+
+    Keys name the stream (sampling, evaluation...) and, for per-sample streams, the sample's global position
+    in the batch, which makes the draws independent of micro-batching and of the number of ranks.
+    """
+    digest = hashlib.sha256(":".join(map(str, (seed, step, *keys))).encode()).digest()
     generator = torch.Generator(device=device)
     generator.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
     return generator
+
+
+def row_generators(seed: int, step: int, stream: int | str, positions: list[int]) -> list[torch.Generator]:
+    """One generator per sample, keyed by its global position in the step's batch."""
+    return [step_generator(seed, step, stream, position) for position in positions]
 
 
 def repo_root() -> Path:

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from ebft_repro import trainer
+from ebft_repro import steps as trainer
 from ebft_repro.evaluation import verifier_rewards
 from ebft_repro.trainer import build_context, strip_timing, train
 
