@@ -120,15 +120,21 @@ def run_variant(
 def bench_sampler(args: argparse.Namespace) -> Path:
     rows = []
     for variant in args.variants:
-        command = [sys.executable, "-m", "ebft_repro.bench", "_one", variant, "--seq-len", str(args.seq_len), "--stride", str(args.stride),
-                   "--context-len", str(args.context_len), "--gen-len", str(args.gen_len), "--n-seqs", str(args.n_seqs),
-                   "--device", args.device, "--repeats", str(args.repeats)]  # fmt: skip
+        options = {
+            "--seq-len": args.seq_len,
+            "--stride": args.stride,
+            "--context-len": args.context_len,
+            "--gen-len": args.gen_len,
+            "--n-seqs": args.n_seqs,
+            "--device": args.device,
+            "--repeats": args.repeats,
+        }
+        command = [sys.executable, "-m", "ebft_repro.bench", "_one", variant]
+        command += [str(x) for pair in options.items() for x in pair]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(
-            f"{variant:>10}: {rows[-1]['generated_tokens_per_s']:>10.1f} tok/s, {rows[-1]['peak_memory_mb']:.0f} MB",
-            file=sys.stderr,
-        )
+        speed, memory = rows[-1]["generated_tokens_per_s"], rows[-1]["peak_memory_mb"]
+        print(f"{variant:>10}: {speed:>10.1f} tok/s, {memory:.0f} MB", file=sys.stderr)
     cached = next((r for r in rows if r["variant"] == "cached"), None)
     machine = (
         torch.cuda.get_device_name(0)
@@ -139,9 +145,17 @@ def bench_sampler(args: argparse.Namespace) -> Path:
         row["speedup_of_cached"] = (
             round(cached["generated_tokens_per_s"] / row["generated_tokens_per_s"], 2) if cached else None
         )
-        row |= {"seq_len": args.seq_len, "stride": args.stride, "context_len": args.context_len, "gen_len": args.gen_len,
-                "n_seqs": args.n_seqs, "model_params": sum(p.numel() for p in bench_model().parameters()),
-                "machine": machine, "torch": torch.__version__, "command": "python -m ebft_repro.bench " + " ".join(sys.argv[1:])}  # fmt: skip
+        row |= {
+            "seq_len": args.seq_len,
+            "stride": args.stride,
+            "context_len": args.context_len,
+            "gen_len": args.gen_len,
+            "n_seqs": args.n_seqs,
+            "model_params": sum(p.numel() for p in bench_model().parameters()),
+            "machine": machine,
+            "torch": torch.__version__,
+            "command": "python -m ebft_repro.bench " + " ".join(sys.argv[1:]),
+        }
     import pandas as pd
 
     out_path = Path(args.out) if args.out else results_dir() / "bench" / "sampler.csv"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ebft_repro {prepare,train,evaluate,reproduce}`` (console script ``ebft-repro``)."""
+"""Command line: ``python -m ebft_repro {prepare,train,evaluate,reproduce}`` (script ``ebft-repro``)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify",
         default="eval",
         choices=("eval", "all", "none"),
-        help="run Q&A coding reference solutions through the sandbox: validation+test (default), all, or none",
+        help="sandbox-check Q&A reference solutions: validation+test (default), all, or none",
     )
 
     train = sub.add_parser("train", help="train one (task, method, seed) run and print its summary")
@@ -99,10 +99,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .models import resolve_model_path
     from .trainer import train
     from .utils import results_dir
 
     cfg = _config(args, args.method)
+    if not cfg.model.startswith("builtin:"):
+        resolve_model_path(cfg.model)  # fail on a bad path before any run file is written
     out = Path(args.out) if args.out else results_dir() / cfg.preset / "runs" / cfg.run_name
     result = train(cfg, run_dir=out, force=args.force)
     print(json.dumps({k: v for k, v in result.summary.items() if k != "config"}, indent=2))

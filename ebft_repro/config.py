@@ -373,7 +373,8 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | tuple[str, ...
         known = {f.name for f in fields(section)}
         if field_name not in known:
             raise ValueError(
-                f"override {override!r}: {type(section).__name__} has no field {field_name!r}; known: {sorted(known)}"
+                f"override {override!r}: {type(section).__name__} has no field {field_name!r};"
+                f" known: {sorted(known)}"
             )
         try:
             value = _parse_value(text, getattr(section, field_name))

@@ -43,7 +43,7 @@ def shard(items: list, rank: int, world_size: int) -> slice:
     """
     if len(items) % world_size:
         raise ValueError(
-            f"the global batch of {len(items)} chunks/prompts must be divisible by the world size {world_size}"
+            f"the global batch of {len(items)} chunks/prompts must divide evenly over {world_size} ranks"
         )
     size = len(items) // world_size
     return slice(rank * size, (rank + 1) * size)

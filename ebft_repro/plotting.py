@@ -1,4 +1,4 @@
-"""Figures read from run files: accuracy and validation CE over training, and the final accuracy-vs-CE scatter."""
+"""Figures read from run files: accuracy and validation CE over training, final accuracy vs CE."""
 
 from __future__ import annotations
 

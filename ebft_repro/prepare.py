@@ -59,7 +59,9 @@ def prepare(tasks: list[str], preset: str, *, build_model: bool = True, verify: 
             entry["train_chunks"] = len(packed_split(task, cfg.data, "train", tokenizer))
             entry["validation_chunks"] = len(packed_split(task, cfg.data, "validation", tokenizer))
         if task == "qa_code" and verify != "none":
-            checked = data.train + data.validation + data.test if verify == "all" else data.validation + data.test
+            checked = (
+                data.train + data.validation + data.test if verify == "all" else data.validation + data.test
+            )
             entry["reference_check"] = verify_references(checked)
             if entry["reference_check"]["n_failed"]:
                 raise RuntimeError(

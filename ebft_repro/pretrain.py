@@ -10,6 +10,7 @@ accuracy, which RLVR needs for a reward signal. The result is saved with ``save_
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import math
 import random
@@ -141,11 +142,22 @@ def ensure_base_model(
     base: BaseModelConfig, data: DataConfig, *, name: str = "tiny", force: bool = False
 ) -> Path:
     """Return the directory of the built-in base model, building it first if it is not cached."""
-    from .models import count_parameters, make_causal_lm
 
     out_dir = base_model_dir(base, data, name)
     if (out_dir / "DONE").exists() and not force:
         return out_dir
+    # One builder at a time (notebooks, tests and the runner may ask for the same model concurrently).
+    with open(out_dir.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out_dir / "DONE").exists() and not force:
+            return out_dir
+        _build_base_model(base, data, name, out_dir)
+    return out_dir
+
+
+def _build_base_model(base: BaseModelConfig, data: DataConfig, name: str, out_dir: Path) -> None:
+    from .models import count_parameters, make_causal_lm
+
     started = time.time()
     seed_everything(base.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,4 +191,3 @@ def ensure_base_model(
         },
     )
     (out_dir / "DONE").write_text("ok\n")
-    return out_dir

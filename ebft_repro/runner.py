@@ -165,11 +165,11 @@ def _markdown(summary, metrics: list[str], preset: str) -> str:
             "",
         ]
     lines += [
-        "Mean ± 95% t-interval over seeds (± is blank with one seed). Accuracy: pass@k (coding, unit tests in the",
-        "sandbox) or BLEU/chrF (translation). CE in nats/token on validation chunks.",
+        "Mean ± 95% t-interval over seeds (± is blank with one seed). Accuracy: pass@k (coding, unit tests",
+        "in the sandbox) or BLEU/chrF (translation). CE in nats/token on validation chunks.",
         "",
     ]
-    shown = [m for m in metrics]
+    shown = list(metrics)
     lines.append("| task | method | seeds | lr | " + " | ".join(shown) + " |")
     lines.append("|" + "---|" * (4 + len(shown)))
     for _, row in summary.iterrows():

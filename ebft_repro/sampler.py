@@ -2,7 +2,7 @@
 
 From one packed chunk x[0:L], EBFT samples K short rollouts at once, one per nested prefix
 c_k = x[0 : C + k*s]. All K blocks advance together: token t of every block is drawn in the same forward pass.
-The full sequence is laid out step-major (spec 3.1): ``[x_0 .. x_{L-1}, step 0 of blocks 0..K-1, step 1 ...]``,
+The full sequence is laid out step-major (spec 3.1): ``[x_0 .. x_{L-1}, step 0 of blocks 0..K-1, ...]``,
 so generated token (k, t) sits at index L + t*K + k with position id C + k*s + t.
 
 Two sampling paths give identical tokens for the same generator:
@@ -119,7 +119,7 @@ def strided_attention_mask(layout: StridedLayout, n_steps: int | None = None) ->
     gen_offset = (idx - seq_len).clamp(min=0)
     block = torch.where(is_gen, gen_offset % n_blocks, -1)  # (S',)
     step = torch.where(is_gen, gen_offset // n_blocks, -1)  # (S',)
-    # How many ground-truth columns each row may see: i+1 (causal) for prompt rows, C + k*s for generated rows.
+    # Ground-truth columns each row may see: i+1 (causal) for prompt rows, C + k*s for generated rows.
     prefix_limit = torch.where(is_gen, layout.context_len + block * layout.stride, idx + 1)  # (S',)
     sees_prompt = (~is_gen)[None, :] & (idx[None, :] < prefix_limit[:, None])  # (S', S')
     same_block = is_gen[:, None] & is_gen[None, :] & (block[:, None] == block[None, :])
@@ -222,12 +222,26 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def draw_uniforms(shape: torch.Size, generator: Generators) -> torch.Tensor:
-    """Uniforms of ``shape`` from one generator, or from one generator per leading row (per-sample streams)."""
+    """Uniforms of ``shape`` from one generator, or from one per leading row (per-sample streams)."""
     if isinstance(generator, Sequence):
         if len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} row generators for {shape[0]} rows")
         return torch.stack([torch.rand(shape[1:], generator=g, device=g.device).cpu() for g in generator])
     return torch.rand(shape, generator=generator, device=generator.device if generator else "cpu")
+
+
+def prefill_rows(
+    model: torch.nn.Module, input_ids: torch.Tensor, *, rows: torch.Tensor
+) -> tuple[torch.Tensor, object]:
+    """Plain causal forward over (B, L) tokens that fills the KV cache; returns the logits of ``rows``."""
+    kwargs = dict(input_ids=input_ids, use_cache=True, **cache_kwargs(model, None))
+    if "logits_to_keep" in forward_params(model):
+        outputs = model(**kwargs, logits_to_keep=rows.to(input_ids.device))
+        logits = outputs.logits  # (B, R, V)
+    else:
+        outputs = model(**kwargs)
+        logits = outputs.logits[:, rows.to(input_ids.device)]
+    return logits.float(), output_cache(outputs)
 
 
 def sample_tokens(
@@ -296,15 +310,9 @@ def strided_generate(
     steps: list[torch.Tensor] = []
 
     if use_cache:
-        seq_len = layout.seq_len
-        logits, cache = forward_rows(
-            model,
-            input_ids,
-            allowed=allowed[:seq_len, :seq_len],
-            position_ids=positions[:seq_len],
-            rows=anchor_rows,
-            use_cache=True,
-        )  # (B, K, V)
+        # The prompt rows of the strided mask are exactly causal, so the prefill takes the model's own causal
+        # path (SDPA's fused causal kernels) instead of an explicit mask.
+        logits, cache = prefill_rows(model, input_ids, rows=anchor_rows)  # (B, K, V)
         steps.append(sample_tokens(logits, **draw))  # (B, K)
         for t in range(1, gen_len):
             query = slice(layout.length_after(t - 1), layout.length_after(t))  # the K tokens of step t-1

@@ -18,7 +18,7 @@ from .distributed import all_reduce_sum, shard
 from .evaluation import group_features, sample_for_prompts, verifier_rewards
 from .featurizer import FeatureNetwork
 from .generation import completion_logprobs
-from .losses import ebft_loss, feature_matching_rewards, rlvr_loss, rloo_advantages, sft_loss
+from .losses import ebft_loss, feature_matching_rewards, rloo_advantages, rlvr_loss, sft_loss
 from .sampler import strided_generate, strided_logprobs
 from .utils import row_generators
 
@@ -45,7 +45,7 @@ class Context:
 
 
 def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """Global indices of step ``step``: consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
+    """Global indices of step ``step``: slices of per-epoch permutations seeded by (seed, epoch)."""
     indices = []
     position = step * batch_size
     while len(indices) < batch_size:
@@ -72,7 +72,9 @@ def micro_batches(n_rows: int, micro: int) -> list[slice]:
 
 def autocast(ctx: Context) -> AbstractContextManager:
     """bf16 autocast when asked for (on CUDA or CPU); a no-op otherwise."""
-    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cfg.train.autocast_bf16)
+    return torch.autocast(
+        device_type=ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cfg.train.autocast_bf16
+    )
 
 
 def ebft_step(ctx: Context, step: int) -> dict[str, float]:
@@ -96,14 +98,20 @@ def ebft_step(ctx: Context, step: int) -> dict[str, float]:
             generator=row_generators(cfg.seed, step, STREAM_SAMPLE, positions),
             use_cache=sampler.use_cache,
         )
-        gen_feats, gt_feats = ctx.feature_net.strided_features(rollouts.sequences, rollouts.layout)  # (B*N, K, D)
-    group_gen, group_gt = group_features(gen_feats.float(), gt_feats.float(), n_samples)  # (B*K, N, D), (B*K, D)
+        gen_feats, gt_feats = ctx.feature_net.strided_features(
+            rollouts.sequences, rollouts.layout
+        )  # (B*N, K, D)
+    group_gen, group_gt = group_features(
+        gen_feats.float(), gt_feats.float(), n_samples
+    )  # (B*K, N, D), (B*K, D)
     loss_cfg = cfg.loss
     coefs = dict(alignment_coef=loss_cfg.alignment_coef, diversity_coef=loss_cfg.diversity_coef)
     rewards = feature_matching_rewards(group_gen, group_gt, whitening=loss_cfg.whitening, **coefs)
     advantages = rloo_advantages(rewards.alignment, rewards.diversity, **coefs)  # (B*K, N)
     n_chunks, n_blocks = len(rows), rollouts.layout.n_blocks
-    advantages = advantages.view(n_chunks, n_blocks, n_samples).transpose(1, 2).reshape(-1, n_blocks)  # (B*N, K)
+    advantages = (
+        advantages.view(n_chunks, n_blocks, n_samples).transpose(1, 2).reshape(-1, n_blocks)
+    )  # (B*N, K)
 
     ctx.policy.train()
     n_global = cfg.train.chunks_per_step * n_samples  # the loss is a mean over every sequence of the step
@@ -177,7 +185,9 @@ def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
             batch_size=len(examples) * n_samples,
         )
     repeated = [ex for ex in examples for _ in range(n_samples)]
-    rewards = torch.tensor(verifier_rewards(repeated, texts), device=ctx.device).view(len(examples), n_samples)
+    rewards = torch.tensor(verifier_rewards(repeated, texts), device=ctx.device).view(
+        len(examples), n_samples
+    )
     ctx.policy.train()
     with autocast(ctx):
         logps = completion_logprobs(ctx.policy, completions, temperature=rl.temperature)  # (B*N, T)

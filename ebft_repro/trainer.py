@@ -25,8 +25,16 @@ from .evaluation import downstream_eval, feature_matching_eval, validation_ce
 from .featurizer import FeatureNetwork
 from .models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
 from .steps import STEPS, Context, autocast
-from .utils import environment_info, progress, read_json, read_jsonl, resolve_device, seed_everything
-from .utils import step_generator, write_json
+from .utils import (
+    environment_info,
+    progress,
+    read_json,
+    read_jsonl,
+    resolve_device,
+    seed_everything,
+    step_generator,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +73,9 @@ def fit_prompts(examples: list, tokenizer, max_tokens: int, *, what: str) -> lis
         (kept if n_tokens <= max_tokens else skipped).append(example)
     if skipped:
         uids = ", ".join(ex.uid or "?" for ex in skipped[:5])
-        log.warning("%s: skipped %d prompts longer than %d tokens (%s...)", what, len(skipped), max_tokens, uids)
+        log.warning(
+            "%s: skipped %d prompts longer than %d tokens (%s...)", what, len(skipped), max_tokens, uids
+        )
     return kept
 
 
@@ -80,7 +90,10 @@ def build_models(cfg: ExperimentConfig, device: torch.device):
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            r=cfg.train.lora_rank, lora_alpha=cfg.train.lora_alpha, lora_dropout=0.0, target_modules="all-linear"
+            r=cfg.train.lora_rank,
+            lora_alpha=cfg.train.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
         )
         policy = get_peft_model(policy, lora)
     if cfg.featurizer.feature_model is not None:
@@ -105,7 +118,9 @@ def build_context(cfg: ExperimentConfig, *, rank: int = 0, world_size: int = 1) 
     train_packed = packed_split(cfg.task, cfg.data, "train", tokenizer)
     task_data = load_task(cfg.task, cfg.data)
     limit = cfg.data.seq_len
-    rl_examples = fit_prompts(load_task(task_data.eval_task, cfg.data).train, tokenizer, limit, what="rlvr prompts")
+    rl_examples = fit_prompts(
+        load_task(task_data.eval_task, cfg.data).train, tokenizer, limit, what="rlvr prompts"
+    )
     eval_examples = load_eval_examples(cfg.task, cfg.data, cfg.eval.split)[: cfg.eval.n_prompts]
     eval_examples = fit_prompts(eval_examples, tokenizer, limit, what=f"{cfg.eval.split} prompts")
     val_examples = load_eval_examples(cfg.task, cfg.data, "validation")[: cfg.eval.n_prompts]

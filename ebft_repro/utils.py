@@ -28,7 +28,9 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def step_generator(seed: int, step: int, *keys: int | str, device: str | torch.device = "cpu") -> torch.Generator:
+def step_generator(
+    seed: int, step: int, *keys: int | str, device: str | torch.device = "cpu"
+) -> torch.Generator:
     """A torch generator keyed by (seed, step, *keys), so resumed runs draw the same numbers.
 
     Keys name the stream (sampling, evaluation...) and, for per-sample streams, the sample's global position

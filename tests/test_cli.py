@@ -28,7 +28,10 @@ def test_help_documents_every_subcommand(command):
         (["train", "--method", "ppo"], "--method 'ppo'"),
         (["train", "--preset", "huge"], "--preset 'huge'"),
         (["train", "--set", "sampler.strid=4"], "strid"),
-        (["train", "--model", "/nonexistent/model/dir"], "no such local directory"),
+        (
+            ["train", "--model", "/nonexistent/model/dir", "--out", "/tmp/ebft_cli_never_written"],
+            "no such local directory",
+        ),
     ],
 )
 def test_bad_input_is_named(argv, message, capsys):

@@ -80,7 +80,9 @@ def test_lora_trains_adapters_only_and_features_come_from_the_base(model_dirs):
     assert all(not after[n].requires_grad for n in before if "lora_" not in n)
     reference = FeatureNetwork(load_causal_lm(str(model_dirs["llama"])))
     ids = torch.randint(0, 300, (2, 20))
-    torch.testing.assert_close(ctx.feature_net.token_features(ids), reference.token_features(ids), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        ctx.feature_net.token_features(ids), reference.token_features(ids), atol=1e-5, rtol=0
+    )
     # and the adapters really change the policy's own hidden states
     policy_out = ctx.policy(input_ids=ids, output_hidden_states=True).hidden_states[-1]
     base_out = reference.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]

@@ -134,7 +134,7 @@ def test_blocks_match_sequence_layout(tiny_llama):
 
 
 def test_strided_logprobs_match_separate_forwards(tiny_llama):
-    """Row alignment of spec 3.4: each generated token's log-prob equals a plain forward over prefix + block."""
+    """Row alignment of spec 3.4: each generated log-prob equals a plain forward over prefix + block."""
     layout = StridedLayout(16, 4, 4, 4)
     input_ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
     rollouts = strided_generate(

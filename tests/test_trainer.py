@@ -78,7 +78,8 @@ def test_resume_after_kill_9(model_dirs, tmp_path):
     write_json(tmp_path / "cfg.json", cfg.to_dict())
     script = (
         "import sys; from ebft_repro.config import from_dict; from ebft_repro.trainer import train;"
-        "from ebft_repro.utils import read_json; train(from_dict(read_json(sys.argv[1])), run_dir=sys.argv[2])"
+        "from ebft_repro.utils import read_json;"
+        "train(from_dict(read_json(sys.argv[1])), run_dir=sys.argv[2])"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cfg.json"), str(tmp_path / "run")])
     deadline = time.time() + 120
