@@ -440,12 +440,12 @@ def small(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experim
             pretrain_batch_size=64,
             pretrain_seq_len=512,
             pretrain_lr=1e-3,
-            n_qa_docs=20000,
+            n_qa_docs=6000,
             n_code_files=1500,
             n_translation_pairs=20000,
         ),
         data=DataConfig(
-            seq_len=512, n_train=8000, n_val=128, n_test=128, n_val_chunks=32, max_source_chars=200
+            seq_len=512, n_train=5000, n_val=128, n_test=128, n_val_chunks=32, max_source_chars=200
         ),
         train=TrainConfig(n_steps=100, chunks_per_step=16, checkpoint_every_steps=25, autocast_bf16=True),
         eval=EvalConfig(every_steps=25, n_prompts=128, n_samples=4, max_new_tokens=128, n_fm_chunks=8),

@@ -24,7 +24,7 @@ from .utils import cache_dir, config_hash, progress, seed_everything, write_json
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1  # bump when the corpus recipe changes, so cached base models are rebuilt
+CORPUS_VERSION = 2  # bump when the corpus recipe changes, so cached base models are rebuilt
 
 
 def pretraining_corpus(base: BaseModelConfig, data: DataConfig) -> list[str]:

@@ -84,14 +84,12 @@ def make_problem(template: Template, name: str, args: tuple[str, ...], variant: 
     )
 
 
-def generate_problems(n: int, seed: int = 0) -> list[Example]:
-    """Draw ``n`` distinct problems, cycling over templates in a per-round shuffled order.
+def iter_problems(seed: int = 0) -> Iterator[Example]:
+    """Yield distinct problems, cycling over templates in a per-round shuffled order.
 
     Each template's instances are enumerated and shuffled, then drawn without replacement; a template
-    whose instances run out leaves the rotation.
-
-    Raises:
-        ValueError: when fewer than ``n`` distinct problems exist.
+    whose instances run out leaves the rotation. ``meta["semantic"]`` names the instance up to renaming
+    (template and parameter variant), which is what splits keep disjoint.
     """
     rng = random.Random(seed)
     pools = {}
@@ -99,35 +97,62 @@ def generate_problems(n: int, seed: int = 0) -> list[Example]:
         pool = list(itertools.product(t.names, t.args, range(len(t.variants))))
         rng.shuffle(pool)
         pools[t.name] = (t, pool)
-    problems: list[Example] = []
     seen: set[str] = set()
-    while len(problems) < n:
+    while True:
         live = [name for name, (_, pool) in pools.items() if pool]
         if not live:
-            raise ValueError(f"only {len(problems)} distinct Q&A problems exist, {n} requested")
+            return
         rng.shuffle(live)
         for name in live:
             template, pool = pools[name]
             fname, args, v = pool.pop()
             example = make_problem(template, fname, args, template.variants[v])
-            if example.prompt not in seen and len(problems) < n:
+            if example.prompt not in seen:
                 seen.add(example.prompt)
-                problems.append(example)
+                example.meta["semantic"] = f"{template.name}:{v}"
+                yield example
+
+
+def generate_problems(n: int, seed: int = 0) -> list[Example]:
+    """The first ``n`` problems of :func:`iter_problems`.
+
+    Raises:
+        ValueError: when fewer than ``n`` distinct problems exist.
+    """
+    problems = list(itertools.islice(iter_problems(seed), n))
+    if len(problems) < n:
+        raise ValueError(f"only {len(problems)} distinct Q&A problems exist, {n} requested")
     return problems
 
 
 def build_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, list[Example]]:
-    """Deterministic, prompt-disjoint train/validation/test splits of synthetic problems.
+    """Deterministic train/validation/test splits, disjoint up to renaming.
 
-    The first ``n_test`` problems drawn go to test and the next ``n_val`` to validation, so for a seed the
-    test set does not depend on ``n_train``. Problems differing only in names are distinct instances.
+    Test is filled first, then validation, then train, so for a seed the test set does not depend on
+    ``n_train``. A problem is skipped for a later split when its instance (template and parameters, any
+    function or argument names) already sits in an earlier one: a renamed copy of a test problem is never
+    trained on.
+
+    Raises:
+        ValueError: when the generator runs out of instances.
     """
-    problems = generate_problems(n_train + n_val + n_test, seed)
-    return {
-        "train": problems[n_test + n_val :],
-        "validation": problems[n_test : n_test + n_val],
-        "test": problems[:n_test],
-    }
+    sizes = {"test": n_test, "validation": n_val, "train": n_train}
+    splits: dict[str, list[Example]] = {name: [] for name in sizes}
+    held_out: set[str] = set()
+    order = iter(sizes)
+    current = next(order)
+    for example in iter_problems(seed):
+        while len(splits[current]) >= sizes[current]:
+            held_out |= {ex.meta["semantic"] for ex in splits[current]}
+            current = next(order, None)
+            if current is None:
+                return splits
+        if example.meta["semantic"] in held_out:
+            continue
+        splits[current].append(example)
+    if any(len(splits[name]) < size for name, size in sizes.items()):
+        raise ValueError(f"only {sum(map(len, splits.values()))} Q&A problems fit the splits {sizes}")
+    return splits
 
 
 def pretraining_documents(train_examples: list[Example]) -> list[str]:
