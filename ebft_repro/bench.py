@@ -1,4 +1,4 @@
-"""Benchmarks (speed, not correctness): ``python -m ebft_repro.bench {sampler,sandbox}``.
+"""Benchmarks (speed, not correctness): ``python -m ebft_repro.bench {sampler,step,sandbox}``.
 
 ``sampler`` compares, on one random-init model and the same chunks, generated tokens per second and peak
 memory of: KV-cached strided sampling, the authors' no-cache strided sampling, and per-prefix ``generate``
@@ -164,6 +164,33 @@ def bench_sampler(args: argparse.Namespace) -> Path:
     return out_path
 
 
+def bench_step(args: argparse.Namespace) -> Path:
+    import pandas as pd
+
+    from .bench_step import bench_steps
+    from .config import get_preset
+
+    base = get_preset(args.preset_model, "qa_code", "ebft").base
+    row = bench_steps(
+        base,
+        seq_len=args.seq_len,
+        n_chunks=args.n_chunks,
+        n_samples=args.n_samples,
+        device=args.device,
+        bf16=args.bf16,
+        repeats=args.repeats,
+    )
+    row["command"] = "python -m ebft_repro.bench " + " ".join(sys.argv[1:])
+    print(json.dumps(row, indent=2), file=sys.stderr)
+    out_path = Path(args.out) if args.out else results_dir() / "bench" / "step.csv"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([row])
+    if out_path.exists():
+        frame = pd.concat([pd.read_csv(out_path), frame], ignore_index=True)
+    frame.to_csv(out_path, index=False)
+    return out_path
+
+
 def bench_sandbox(args: argparse.Namespace) -> Path:
     from .sandbox import measure_throughput
 
@@ -200,6 +227,15 @@ def main(argv: list[str] | None = None) -> None:
         )
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         p.add_argument("--repeats", type=int, default=2)
+    step = sub.add_parser("step", help="one EBFT step vs one SFT step on the same chunks")
+    step.add_argument("--preset-model", default="tiny", choices=("tiny", "small"), help="base architecture")
+    step.add_argument("--seq-len", type=int, default=1024)
+    step.add_argument("--n-chunks", type=int, default=16)
+    step.add_argument("--n-samples", type=int, default=4)
+    step.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    step.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    step.add_argument("--repeats", type=int, default=3)
+    step.add_argument("--out", default=None, help="CSV path (default: results/bench/step.csv, appended)")
     sandbox = sub.add_parser("sandbox", help="sandboxed programs verified per second")
     sandbox.add_argument("--n-programs", type=int, default=200)
     sandbox.add_argument("--out", default=None, help="JSON path (default: results/bench/sandbox.json)")
@@ -209,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_variant(args.variant, **{k: getattr(args, k) for k in keys})))
     elif args.what == "sampler":
         print(bench_sampler(args))
+    elif args.what == "step":
+        print(bench_step(args))
     else:
         print(bench_sandbox(args))
 
