@@ -57,16 +57,8 @@ def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title:
             )
             if len(values) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
-        ax.set_title(task)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        _label_axis(ax, task, "optimizer step", METRIC_LABELS.get(metric, metric))
+    return _save(fig, path, title)
 
 
 def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
@@ -95,11 +87,21 @@ def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
             ax.scatter(
                 [base[0]["val_ce"]], [base[0][metric]], marker="*", s=120, color="black", label="base model"
             )
-        ax.set_title(task)
-        ax.set_xlabel("validation CE (lower is better)")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _label_axis(ax, task, "validation CE (lower is better)", METRIC_LABELS.get(metric, metric))
+    return _save(fig, path, title)
+
+
+def _label_axis(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -21,7 +21,7 @@ import sysconfig
 from pathlib import Path
 
 from ebft_repro.tasks.base import Example
-from ebft_repro.tasks.qa_code import InvalidRecord, iter_raw_records, record_skip
+from ebft_repro.tasks.records import iter_mapping_records, record_skip
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +132,8 @@ def load_text_records(
     """
     examples: list[Example] = []
     skips: dict[str, int] = {}
-    for i, rec in iter_raw_records(path_or_name, split):
-        if max_records is not None and i >= max_records:
-            break
-        if isinstance(rec, InvalidRecord):
-            record_skip(skips, i, rec.reason, path_or_name, rec.detail)
-        elif not isinstance(rec, dict):
-            record_skip(skips, i, "not_a_mapping", path_or_name, type(rec).__name__)
-        elif text_field not in rec:
+    for i, rec in iter_mapping_records(path_or_name, split, max_records, skips):
+        if text_field not in rec:
             record_skip(skips, i, f"missing_{text_field}", path_or_name, f"fields {sorted(rec)}")
         elif not isinstance(rec[text_field], str):
             record_skip(skips, i, f"non_string_{text_field}", path_or_name, type(rec[text_field]).__name__)

@@ -8,8 +8,7 @@ reference in-process (our own trusted code), so the same uid always means the sa
 Every unit test is a single Python statement (an ``assert``); the test program is the candidate source
 followed by one test. HumanEval is the exception documented in :func:`load_humaneval`.
 
-This module also holds the small record readers shared by the task loaders (:func:`iter_raw_records`,
-:func:`record_skip`): bad records are skipped with a logged warning and counted by reason.
+Bad records of the loaders are skipped with a logged warning and counted by reason (:mod:`.records`).
 """
 
 from __future__ import annotations
@@ -24,12 +23,11 @@ import random
 import re
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ebft_repro.tasks.base import QA_PROMPT_TEMPLATE, Example
 from ebft_repro.tasks.qa_templates import TEMPLATES, Template
+from ebft_repro.tasks.records import iter_mapping_records, record_skip
 
 logger = logging.getLogger(__name__)
 
@@ -160,47 +158,6 @@ def pretraining_documents(train_examples: list[Example]) -> list[str]:
     return [ex.prompt + ex.completion for ex in train_examples]
 
 
-@dataclass(frozen=True)
-class InvalidRecord:
-    """Placeholder yielded by :func:`iter_raw_records` for a record that could not be decoded."""
-
-    reason: str
-    detail: str
-
-
-def iter_raw_records(path_or_name: str, split: str = "train") -> Iterator[tuple[int, Any]]:
-    """Yield (record index, record) from a local .json/.jsonl file or a ``datasets`` hub name.
-
-    A .json file holds a list of records, or a mapping from split name to such a list. Undecodable
-    .jsonl lines are yielded as :class:`InvalidRecord`; blank lines are not records.
-    """
-    path = Path(path_or_name)
-    if path.is_file() and path.suffix == ".jsonl":
-        lines = (line for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-        for i, line in enumerate(lines):
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as err:
-                yield i, InvalidRecord("invalid_json", str(err))
-    elif path.is_file() and path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and isinstance(data.get(split), list):
-            data = data[split]
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of records or a {{split: list}} mapping")
-        yield from enumerate(data)
-    else:
-        import datasets  # lazy: heavy
-
-        yield from enumerate(datasets.load_dataset(path_or_name, split=split))
-
-
-def record_skip(skips: dict[str, int], index: int, reason: str, source: str, detail: str = "") -> None:
-    """Count a skipped record under ``reason`` and log a warning naming it."""
-    skips[reason] = skips.get(reason, 0) + 1
-    logger.warning("%s: record %d skipped (%s)%s", source, index, reason, f": {detail}" if detail else "")
-
-
 def parse_unit_tests(value: Any) -> tuple[str, ...]:
     """Normalise a ``unit_tests`` field to a tuple of test snippets.
 
@@ -273,15 +230,7 @@ def load_records(
     """
     examples: list[Example] = []
     skips: dict[str, int] = {}
-    for i, rec in iter_raw_records(path_or_name, split):
-        if max_records is not None and i >= max_records:
-            break
-        if isinstance(rec, InvalidRecord):
-            record_skip(skips, i, rec.reason, path_or_name, rec.detail)
-            continue
-        if not isinstance(rec, dict):
-            record_skip(skips, i, "not_a_mapping", path_or_name, type(rec).__name__)
-            continue
+    for i, rec in iter_mapping_records(path_or_name, split, max_records, skips):
         problem = next((f for f in ("question", "answer", "unit_tests") if f not in rec), None)
         problem = problem and f"missing_{problem}"
         for field in ("question", "answer"):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ebft_repro.tasks import sword
 from ebft_repro.tasks.base import LANG_NAMES, TRANSLATION_PROMPT_TEMPLATE, Example
-from ebft_repro.tasks.qa_code import InvalidRecord, iter_raw_records, record_skip
+from ebft_repro.tasks.records import iter_mapping_records, record_skip
 
 logger = logging.getLogger(__name__)
 
@@ -269,15 +269,7 @@ def load_alma_records(
     """
     examples: list[Example] = []
     skips: dict[str, int] = {}
-    for i, rec in iter_raw_records(path_or_name, split):
-        if max_records is not None and i >= max_records:
-            break
-        if isinstance(rec, InvalidRecord):
-            record_skip(skips, i, rec.reason, path_or_name, rec.detail)
-            continue
-        if not isinstance(rec, dict):
-            record_skip(skips, i, "not_a_mapping", path_or_name, type(rec).__name__)
-            continue
+    for i, rec in iter_mapping_records(path_or_name, split, max_records, skips):
         try:
             pairs = _alma_pairs(rec)
         except ValueError as err:
