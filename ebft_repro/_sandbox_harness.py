@@ -6,6 +6,7 @@ user code starts is captured in locals first, because the user code shares the i
 builtins or stdlib modules.
 """
 
+
 def _main():
     import json
     import os
@@ -87,9 +88,30 @@ def _main():
         raise PermissionError("process creation and signalling are disabled in the sandbox")
 
     for name in (
-        "fork", "forkpty", "system", "popen", "kill", "killpg", "posix_spawn", "posix_spawnp",
-        "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp", "execvpe",
-        "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe",
+        "fork",
+        "forkpty",
+        "system",
+        "popen",
+        "kill",
+        "killpg",
+        "posix_spawn",
+        "posix_spawnp",
+        "execl",
+        "execle",
+        "execlp",
+        "execlpe",
+        "execv",
+        "execve",
+        "execvp",
+        "execvpe",
+        "spawnl",
+        "spawnle",
+        "spawnlp",
+        "spawnlpe",
+        "spawnv",
+        "spawnve",
+        "spawnvp",
+        "spawnvpe",
     ):
         if hasattr(os, name):
             setattr(os, name, _blocked)
@@ -126,7 +148,7 @@ def _main():
         digest.update(body)
         line = digest.hexdigest().encode() + b" " + body + b"\n"
         while line:
-            line = line[_write(result_fd, line):]
+            line = line[_write(result_fd, line) :]
 
     def note(label, exc):
         try:
@@ -169,9 +191,7 @@ def _main():
         if tag is not None:
             return '{"' + tag + '":[' + _join(",", [encode(item, depth + 1) for item in value]) + "]}"
         if kind is _dict:
-            pairs = [
-                "[" + encode(k, depth + 1) + "," + encode(v, depth + 1) + "]" for k, v in _items(value)
-            ]
+            pairs = ["[" + encode(k, depth + 1) + "," + encode(v, depth + 1) + "]" for k, v in _items(value)]
             return '{"d":[' + _join(",", pairs) + "]}"
         raise TypeError("not plain data")
 
@@ -251,7 +271,7 @@ def _isolate(libc, uid, tmpfs_options):
 
     def moved(path):
         if path == stdlib or path.startswith(stdlib + os.sep):
-            return target + path[len(stdlib):]
+            return target + path[len(stdlib) :]
         return path
 
     sys.path[:] = [moved(p) for p in sys.path]
@@ -283,10 +303,38 @@ def _preimport():
     import importlib
 
     for name in (
-        "math", "cmath", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-        "operator", "typing", "random", "statistics", "fractions", "decimal", "copy", "datetime",
-        "_strptime", "array", "struct", "hashlib", "textwrap", "unicodedata", "calendar", "dataclasses",
-        "enum", "numbers", "queue", "signal", "contextlib", "types", "abc",
+        "math",
+        "cmath",
+        "re",
+        "collections",
+        "itertools",
+        "functools",
+        "heapq",
+        "bisect",
+        "string",
+        "operator",
+        "typing",
+        "random",
+        "statistics",
+        "fractions",
+        "decimal",
+        "copy",
+        "datetime",
+        "_strptime",
+        "array",
+        "struct",
+        "hashlib",
+        "textwrap",
+        "unicodedata",
+        "calendar",
+        "dataclasses",
+        "enum",
+        "numbers",
+        "queue",
+        "signal",
+        "contextlib",
+        "types",
+        "abc",
     ):
         try:
             importlib.import_module(name)
