@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 import torch
@@ -29,6 +30,8 @@ from .metrics import (
 )
 from .sampler import strided_generate
 from .tasks.base import LANG_NAMES, QA_STOP_MARKER, Example
+
+log = logging.getLogger(__name__)
 
 __all__ = ["pass_at_k", "validation_ce", "feature_matching_eval", "downstream_eval", "verifier_rewards"]
 
@@ -185,6 +188,9 @@ def downstream_eval(
     model: torch.nn.Module, tokenizer, examples: list[Example], eval_cfg, *, generator: torch.Generator
 ) -> dict[str, float]:
     """Downstream accuracy on test prompts: pass@1 / pass@n for code, BLEU / chrF for translation."""
+    if not examples:
+        log.warning("downstream_eval: no prompts to evaluate (all filtered or empty split)")
+        return {}
     n_samples = eval_cfg.n_samples
     texts, _ = sample_for_prompts(
         model,

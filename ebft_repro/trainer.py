@@ -121,6 +121,8 @@ def build_context(cfg: ExperimentConfig, *, rank: int = 0, world_size: int = 1) 
     rl_examples = fit_prompts(
         load_task(task_data.eval_task, cfg.data).train, tokenizer, limit, what="rlvr prompts"
     )
+    if cfg.method == "rlvr" and not rl_examples:
+        raise ValueError(f"no RLVR training prompt fits in data.seq_len={limit} tokens")
     eval_examples = load_eval_examples(cfg.task, cfg.data, cfg.eval.split)[: cfg.eval.n_prompts]
     eval_examples = fit_prompts(eval_examples, tokenizer, limit, what=f"{cfg.eval.split} prompts")
     val_examples = load_eval_examples(cfg.task, cfg.data, "validation")[: cfg.eval.n_prompts]

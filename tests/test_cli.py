@@ -94,3 +94,31 @@ def test_train_command_accepts_a_saved_model(model_dirs, tmp_path, capsys, arch)
     summary = json.loads(capsys.readouterr().out)
     assert summary["method"] == "sft" and summary["n_steps"] == 2
     assert (tmp_path / "summary.json").exists()
+
+
+def test_evaluate_command_prints_metrics(model_dirs, capsys):
+    argv = [
+        "evaluate",
+        "--model",
+        str(model_dirs["gpt2"]),
+        "--task",
+        "translation",
+        "--set",
+        "sampler.stride=2",
+        "--split",
+        "validation",
+    ]
+    argv += [
+        "--set",
+        "data.seq_len=128",
+        "--set",
+        "data.n_train=40",
+        "--set",
+        "data.n_val=4",
+        "--set",
+        "data.n_test=4",
+    ]
+    argv += ["--set", "eval.n_prompts=2", "--set", "eval.max_new_tokens=8", "--set", "data.n_val_chunks=1"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"val_ce", "val_ce_answer", "bleu", "chrf"} <= set(metrics)
