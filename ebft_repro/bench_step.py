@@ -1,7 +1,7 @@
 """What does one EBFT step cost over one SFT step on the same chunks? (``python -m ebft_repro.bench step``)
 
-Both steps include the optimizer update, and SFT runs on the same n*B sequences EBFT trains on. The EBFT step is the whole of spec 4.5: strided sampling, the frozen
-feature forward, rewards and advantages, and the policy forward/backward over the strided sequence. Model
+Both steps include the optimizer update, and SFT runs on the same n*B sequences EBFT trains on. The EBFT
+step is the whole of spec 4.5: strided sampling, the frozen feature forward, rewards and advantages, and the policy forward/backward over the strided sequence. Model
 FLOPs use the 2·N·tokens (forward) and 6·N·tokens (forward + backward) rule with N the non-embedding
 parameters plus the LM head; attention FLOPs are left out, so utilisation is slightly understated.
 
@@ -12,6 +12,7 @@ about 3.3x at L=1024, s=C=G=8 (S=2040).
 from __future__ import annotations
 
 import time
+
 import torch
 
 from .config import BaseModelConfig, DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
@@ -101,7 +102,8 @@ def bench_steps(
 
     torch.manual_seed(0)
     model = make_causal_lm(base, base.vocab_size, bos_id=0, eos_id=0, pad_id=1).to(device)
-    chunks = torch.randint(2, base.vocab_size, (n_chunks, seq_len), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    chunks = torch.randint(2, base.vocab_size, (n_chunks, seq_len), generator=generator)  # (B, L)
     sampler = SamplerConfig(stride=stride, context_len=context_len, gen_len=gen_len, n_samples=n_samples)
     # SFT sees the same n*B sequences EBFT trains on (each chunk n times), so the ratio is per sequence.
     sft_ctx = step_context(model, chunks.repeat_interleave(n_samples, 0), sampler, bf16=bf16)
