@@ -1,8 +1,8 @@
 """What does one EBFT step cost over one SFT step on the same chunks? (``python -m ebft_repro.bench step``)
 
 Both steps include the optimizer update, and SFT runs on the same n*B sequences EBFT trains on. The EBFT
-step is the whole of spec 4.5: strided sampling, the frozen feature forward, rewards and advantages, and the policy forward/backward over the strided sequence. Model
-FLOPs use the 2·N·tokens (forward) and 6·N·tokens (forward + backward) rule with N the non-embedding
+step is the whole of spec 4.5: strided sampling, the frozen feature forward, rewards and advantages, and
+the policy forward/backward over the strided sequence. Model FLOPs use the 2·N·tokens (forward) and 6·N·tokens (forward + backward) rule with N the non-embedding
 parameters plus the LM head; attention FLOPs are left out, so utilisation is slightly understated.
 
 Counting FLOPs, the floor of the ratio is (prefill L + decode (G-1)·K + frozen forward S + 3·S) / (3·L):
