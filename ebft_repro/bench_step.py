@@ -2,10 +2,11 @@
 
 Both steps include the optimizer update, and SFT runs on the same n*B sequences EBFT trains on. The EBFT
 step is the whole of spec 4.5: strided sampling, the frozen feature forward, rewards and advantages, and
-the policy forward/backward over the strided sequence. Model FLOPs use the 2·N·tokens (forward) and 6·N·tokens (forward + backward) rule with N the non-embedding
-parameters plus the LM head; attention FLOPs are left out, so utilisation is slightly understated.
+the policy forward/backward over the strided sequence. Model FLOPs use the 2*N*tokens (forward) and
+6*N*tokens (forward + backward) rule, N being the non-embedding parameters plus the LM head; attention
+FLOPs are left out, so utilisation is slightly understated.
 
-Counting FLOPs, the floor of the ratio is (prefill L + decode (G-1)·K + frozen forward S + 3·S) / (3·L):
+Counting FLOPs, the floor of the ratio is (prefill L + decode (G-1)*K + frozen forward S + 3*S) / (3*L):
 about 3.3x at L=1024, s=C=G=8 (S=2040).
 """
 
