@@ -28,13 +28,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 test: setup
-	$(BIN)/python -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m ebft_repro prepare --task all --preset tiny --verify none
+	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 tests notebooks $(PYTEST_ARGS)
 
 unit: setup
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
 notebooks: setup
-	$(BIN)/python -m pytest -q --nbmake notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m ebft_repro prepare --task all --preset tiny --verify none
+	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)
 
 reproduce: setup
 	$(BIN)/python -m ebft_repro prepare --task all --preset $(PRESET)
