@@ -166,7 +166,12 @@ def _markdown(summary, metrics: list[str], preset: str) -> str:
         ]
     lines += [
         "Mean ± 95% t-interval over seeds (± is blank with one seed). Accuracy: pass@k (coding, unit tests",
-        "in the sandbox) or BLEU/chrF (translation). CE in nats/token on validation chunks.",
+        "in the sandbox) or BLEU/chrF (translation). CE in nats/token on validation chunks. Cost: `train_s`",
+        "(wall seconds of the optimizer steps, evaluation excluded) and `tokens_processed` (token forwards).",
+        "",
+        "RLVR on `code` trains on the Q&A coding problems (the raw-code corpus has no verifier), and every",
+        "method's downstream accuracy on `code` is measured on the Q&A coding test prompts (as the paper",
+        "measures unstructured-code training on HumanEval).",
         "",
     ]
     shown = list(metrics)
