@@ -1,0 +1,487 @@
+"""Small, exact examples behind the teaching notebooks (01 objective, 02 sampler, 03 features).
+
+The toy problem of notebook 01 is a categorical policy p_theta = softmax(theta) over a handful of short
+token sequences, with a random unit-norm feature map phi. It is small enough that E_p phi, the CFM loss
+||E_p phi - phi_gt||^2 (paper eq. 2) and its gradient are exact (autograd), so the REINFORCE + RLOO estimate
+built from :func:`ebft_repro.losses.feature_matching_rewards` and :func:`ebft_repro.losses.rloo_advantages`
+(paper eq. 7, spec sections 1, 2 and 4.1) can be checked against them: mean, variance and the effect of
+whitening. The other helpers run the real sampler and feature network on the built-in tiny base model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .losses import feature_matching_rewards, rloo_advantages
+
+BASELINES = ("rloo", "naive", "none")
+
+
+@dataclass(frozen=True)
+class ToyProblem:
+    """A categorical policy over V short sequences, their features and one ground-truth completion."""
+
+    sequences: tuple[str, ...]
+    """The V sequences the policy can emit (e.g. ``"ab"``)."""
+    features: torch.Tensor
+    """(V, D) float64 unit-norm features phi(y)."""
+    gt_index: int
+    """Which sequence is the observed completion y (its feature is phi_gt)."""
+    logits: torch.Tensor
+    """(V,) float64 policy logits theta."""
+
+    @property
+    def gt_feature(self) -> torch.Tensor:
+        return self.features[self.gt_index]  # (D,)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=0)  # (V,)
+
+
+def make_toy_problem(
+    alphabet: str = "abc",
+    seq_len: int = 2,
+    feature_dim: int = 8,
+    gt_index: int = 0,
+    shared: float = 0.0,
+    logit_scale: float = 0.5,
+    seed: int = 0,
+) -> ToyProblem:
+    """All ``len(alphabet) ** seq_len`` sequences with features normalize(shared * u + tanh(W onehot(y))).
+
+    ``shared`` adds a common direction u to every feature, as in LM hidden states, whose features of
+    different continuations have large cosines; the logits theta are ``logit_scale`` times standard normals.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    sequences = tuple("".join(chars) for chars in itertools.product(alphabet, repeat=seq_len))
+    onehots = torch.zeros(len(sequences), seq_len * len(alphabet), dtype=torch.float64)  # (V, seq_len * A)
+    for row, seq in enumerate(sequences):
+        for t, char in enumerate(seq):
+            onehots[row, t * len(alphabet) + alphabet.index(char)] = 1.0
+    weights = torch.randn(onehots.shape[1], feature_dim, generator=generator, dtype=torch.float64)
+    common = F.normalize(torch.randn(feature_dim, generator=generator, dtype=torch.float64), dim=0)  # (D,)
+    features = F.normalize(shared * common + torch.tanh(onehots @ weights), dim=-1)  # (V, D)
+    logits = logit_scale * torch.randn(len(sequences), generator=generator, dtype=torch.float64)  # (V,)
+    return ToyProblem(sequences, features, gt_index, logits)
+
+
+def exact_cfm(problem: ToyProblem) -> float:
+    """||E_p phi - phi_gt||^2, computed exactly."""
+    return float(((problem.probs @ problem.features - problem.gt_feature) ** 2).sum())
+
+
+def exact_gradient(problem: ToyProblem) -> torch.Tensor:
+    """d/dtheta ||E_p phi - phi_gt||^2 by autograd.  -> (V,) float64."""
+    logits = problem.logits.clone().requires_grad_(True)
+    moment = torch.softmax(logits, dim=0) @ problem.features  # (D,)
+    loss = ((moment - problem.gt_feature) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, logits)
+    return grad
+
+
+@dataclass
+class GradientDraws:
+    """Independent one-group gradient estimates and the rewards behind them."""
+
+    estimates: torch.Tensor
+    """(M, V) one estimate per group of n samples."""
+    picks: torch.Tensor
+    """(M, n) indices of the sampled sequences."""
+    advantages: torch.Tensor
+    """(M, n) A_j used by the estimate."""
+    alignment: torch.Tensor
+    """(M, n) a_j."""
+    diversity: torch.Tensor
+    """(M, n) d_j."""
+    feature_map_reward: torch.Tensor
+    """(M, n) a_j - d_j / 2 (estimates 1 - CFM for unit features without whitening)."""
+    has_duplicate: torch.Tensor
+    """(M,) bool: some sequence was drawn twice in the group."""
+
+
+def gradient_draws(
+    problem: ToyProblem,
+    n_samples: int,
+    n_draws: int,
+    *,
+    whitening: str = "none",
+    baseline: str = "rloo",
+    diversity_coef: float = 1.0,
+    seed: int = 0,
+) -> GradientDraws:
+    """REINFORCE estimates of the CFM gradient, one per group of n i.i.d. samples from p_theta.
+
+    g_hat = -(1/n) sum_j A_j grad log p(y_j), with grad_theta log p(y) = onehot(y) - p for a softmax policy.
+    ``baseline``: ``rloo`` is the package's :func:`rloo_advantages` (exact leave-one-out, unbiased);
+    ``naive`` subtracts the mean of the other samples' full rewards, whose diversity part still depends on
+    y_j (biased); ``none`` uses A_j = r_j.
+
+    Returns:
+        GradientDraws with (M, V) estimates, M = n_draws.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline={baseline!r} is not one of {BASELINES}")
+    generator = torch.Generator().manual_seed(seed)
+    probs = problem.probs
+    picks = torch.multinomial(
+        probs.expand(n_draws, -1), n_samples, replacement=True, generator=generator
+    )  # (M, n)
+    gen_feats = problem.features[picks]  # (M, n, D)
+    gt_feats = problem.gt_feature.expand(n_draws, -1)  # (M, D)
+    rewards = feature_matching_rewards(
+        gen_feats, gt_feats, diversity_coef=diversity_coef, whitening=whitening
+    )
+    if baseline == "rloo":
+        advantages = rloo_advantages(
+            rewards.alignment, rewards.diversity, alignment_coef=1.0, diversity_coef=diversity_coef
+        )  # (M, n)
+    elif baseline == "naive":
+        others = (rewards.reward.sum(dim=1, keepdim=True) - rewards.reward) / (n_samples - 1)  # (M, n)
+        advantages = rewards.reward - others
+    else:
+        advantages = rewards.reward
+    scores = F.one_hot(picks, len(problem.sequences)).to(probs.dtype) - probs  # (M, n, V)
+    estimates = -(advantages[:, :, None] * scores).mean(dim=1)  # (M, V)
+    sorted_picks = picks.sort(dim=1).values
+    has_duplicate = (sorted_picks[:, 1:] == sorted_picks[:, :-1]).any(dim=1)  # (M,)
+    return GradientDraws(
+        estimates,
+        picks,
+        advantages,
+        rewards.alignment,
+        rewards.diversity,
+        rewards.feature_map_reward,
+        has_duplicate,
+    )
+
+
+def group_table(problem: ToyProblem, draws: GradientDraws, index: int = 0):
+    """The samples of one group with their alignment, diversity, reward and advantage (a DataFrame)."""
+    import pandas as pd
+
+    picks = draws.picks[index].tolist()
+    return pd.DataFrame(
+        {
+            "sample y_j": [problem.sequences[i] for i in picks],
+            "alignment a_j": draws.alignment[index].tolist(),
+            "diversity d_j": draws.diversity[index].tolist(),
+            "reward r_j = a_j - d_j": (draws.alignment[index] - draws.diversity[index]).tolist(),
+            "advantage A_j (RLOO)": draws.advantages[index].tolist(),
+        }
+    )
+
+
+def bias_check(draws: GradientDraws, exact: torch.Tensor) -> dict[str, float]:
+    """Mean estimate vs the exact gradient: max |z|, relative error of the mean and cosine similarity."""
+    n_draws = draws.estimates.shape[0]
+    mean = draws.estimates.mean(dim=0)  # (V,)
+    stderr = draws.estimates.std(dim=0) / math.sqrt(n_draws)  # (V,)
+    z = (mean - exact) / stderr.clamp(min=1e-12)
+    return {
+        "max_abs_z": float(z.abs().max()),
+        "relative_error": float((mean - exact).norm() / exact.norm()),
+        "cosine_to_exact": float(F.cosine_similarity(mean, exact, dim=0)),
+        "variance": float(draws.estimates.var(dim=0).sum()),
+    }
+
+
+def variance_vs_n(
+    problem: ToyProblem,
+    n_values: tuple[int, ...],
+    n_draws: int,
+    *,
+    whitenings: tuple[str, ...] = ("none", "sample"),
+    baselines: tuple[str, ...] = ("rloo", "none"),
+):
+    """Variance (trace of Cov g_hat) and bias of one-group estimates per whitening, baseline and n."""
+    import pandas as pd
+
+    exact = exact_gradient(problem)
+    rows = []
+    for whitening in whitenings:
+        for baseline in baselines:
+            for n_samples in n_values:
+                draws = gradient_draws(
+                    problem, n_samples, n_draws, whitening=whitening, baseline=baseline, seed=n_samples
+                )
+                rows.append(
+                    {"whitening": whitening, "baseline": baseline, "n": n_samples} | bias_check(draws, exact)
+                )
+    return pd.DataFrame(rows)
+
+
+def whitening_study(problem: ToyProblem, n_samples: int, n_draws: int, *, seed: int = 0):
+    """Diversity term and gradient direction under each whitening mode (spec 2.1), as a DataFrame.
+
+    Whitening changes the reward, so its estimate is no longer the gradient of the raw-feature CFM loss:
+    ``relative_error`` and ``cosine_to_exact`` measure how far it moves from that gradient.
+    """
+    import pandas as pd
+
+    exact = exact_gradient(problem)
+    rows = []
+    for mode in ("none", "sample", "feature"):
+        draws = gradient_draws(problem, n_samples, n_draws, whitening=mode, seed=seed)
+        dup = draws.has_duplicate
+        rows.append(
+            {
+                "whitening": mode,
+                "diversity (all distinct)": float(draws.diversity[~dup].mean()) if (~dup).any() else math.nan,
+                "diversity (with a duplicate)": float(draws.diversity[dup].mean()) if dup.any() else math.nan,
+                "groups with a duplicate": float(dup.float().mean()),
+                "alignment": float(draws.alignment.mean()),
+            }
+            | bias_check(draws, exact)
+        )
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------- the real sampler and features
+
+
+def load_demo(cfg, n_chunks: int = 2):
+    """The policy and tokenizer of ``cfg`` (building the built-in base model if needed) and validation chunks.
+
+    Returns:
+        (model in eval mode, tokenizer, (n_chunks, L) validation chunk ids).
+    """
+    from .data import packed_split
+    from .models import load_policy_and_tokenizer
+
+    model, tokenizer = load_policy_and_tokenizer(cfg)
+    model.eval()
+    chunks = packed_split(cfg.task, cfg.data, "validation", tokenizer).input_ids[:n_chunks]  # (B, L)
+    return model, tokenizer, chunks
+
+
+def layout_table(layout):
+    """Each block's prefix, ground-truth span, and where its generated tokens sit (a DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for k in range(layout.n_blocks):
+        anchor = layout.anchor(k)
+        rows.append(
+            {
+                "block k": k,
+                "prefix c_k": f"x[0:{anchor}]",
+                "ground truth y_k": f"x[{anchor}:{anchor + layout.gen_len}]",
+                "generated indices": [layout.gen_index(k, t) for t in range(layout.gen_len)],
+                "position ids": [layout.gen_position(k, t) for t in range(layout.gen_len)],
+            }
+        )
+    return pd.DataFrame(rows).set_index("block k")
+
+
+def decoded_blocks(tokenizer, chunk: torch.Tensor, blocks: torch.Tensor, layout, which: list[int]):
+    """The end of each chosen block's prefix, its ground truth and its rollout as text (a DataFrame).
+
+    Args:
+        chunk: (L,) ground-truth ids; blocks: (K, G) generated ids of that chunk.
+    """
+    import pandas as pd
+
+    rows = []
+    for k in which:
+        anchor = layout.anchor(k)
+        rows.append(
+            {
+                "block": k,
+                "... prefix (last 12 tokens)": tokenizer.decode(chunk[max(0, anchor - 12) : anchor]),
+                "ground truth": tokenizer.decode(chunk[anchor : anchor + layout.gen_len]),
+                "rollout": tokenizer.decode(blocks[k]),
+            }
+        )
+    return pd.DataFrame(rows).set_index("block")
+
+
+@torch.no_grad()
+def per_prefix_generate(model, chunks: torch.Tensor, layout) -> torch.Tensor:
+    """Greedy ``model.generate`` from each nested prefix x[0 : C + k*s] separately (no EOS stop).
+
+    Args:
+        chunks: (B, L) ground-truth chunks.
+
+    Returns:
+        (B, K, G) generated tokens, block-major like :attr:`StridedRollouts.blocks`.
+    """
+    blocks = []
+    for k in range(layout.n_blocks):
+        prefix = chunks[:, : layout.anchor(k)]  # (B, C + k*s): same length for every chunk
+        out = model.generate(
+            input_ids=prefix,
+            attention_mask=torch.ones_like(prefix),
+            max_new_tokens=layout.gen_len,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=model.config.pad_token_id,
+        )
+        blocks.append(out[:, prefix.shape[1] :])  # (B, G)
+    return torch.stack(blocks, dim=1)  # (B, K, G)
+
+
+def compare_sampling_paths(model, chunks: torch.Tensor, sampler_cfg, *, seed: int = 0):
+    """Token-for-token agreement of KV-cached, no-cache and per-prefix strided generation (a DataFrame)."""
+    import pandas as pd
+
+    from .sampler import strided_generate
+
+    geometry = dict(
+        stride=sampler_cfg.stride, context_len=sampler_cfg.context_len, gen_len=sampler_cfg.gen_len
+    )
+    greedy_cached = strided_generate(model, chunks, temperature=0.0, use_cache=True, **geometry)
+    greedy_full = strided_generate(model, chunks, temperature=0.0, use_cache=False, **geometry)
+    per_prefix = per_prefix_generate(model, chunks, greedy_cached.layout)
+    sampled = [
+        strided_generate(
+            model,
+            chunks,
+            temperature=sampler_cfg.temperature,
+            use_cache=use_cache,
+            generator=torch.Generator().manual_seed(seed),
+            **geometry,
+        ).blocks
+        for use_cache in (True, False)
+    ]
+    pairs = [
+        ("greedy (T=0)", "KV-cached vs no-cache", greedy_cached.blocks, greedy_full.blocks),
+        ("greedy (T=0)", "KV-cached vs per-prefix model.generate", greedy_cached.blocks, per_prefix),
+        (f"sampled (T={sampler_cfg.temperature})", "KV-cached vs no-cache, same generator", *sampled),
+    ]
+    rows = [
+        {
+            "decoding": decoding,
+            "comparison": name,
+            "tokens compared": left.numel(),
+            "identical tokens": int((left == right).sum()),
+            "agreement": float((left == right).float().mean()),
+        }
+        for decoding, name, left, right in pairs
+    ]
+    return pd.DataFrame(rows), greedy_cached
+
+
+def sampler_speed(
+    seq_lens: tuple[int, ...], *, per_prefix_max_len: int = 512, trials: int = 2, n_threads: int = 1
+):
+    """Generated tokens per second of each strided-sampling variant at each L (s = C = G = 8, 4 sequences).
+
+    Each variant is timed ``trials`` times (a warm-up call, then one timed call) and the fastest is kept,
+    which is robust to other jobs sharing the CPU; so is timing on ``n_threads`` threads (restored after).
+    Per-prefix generation is only timed up to ``per_prefix_max_len``: its cost grows like K * L (about
+    100 s and 8 GB at L = 1024 on a 2-core CPU).
+    """
+    import pandas as pd
+
+    from .bench import VARIANTS, run_variant
+
+    rows, previous_threads = [], torch.get_num_threads()
+    torch.set_num_threads(n_threads)  # run_variant keeps the current thread count
+    for seq_len in seq_lens:
+        for variant in VARIANTS:
+            if variant == "per_prefix" and seq_len > per_prefix_max_len:
+                continue
+            geometry = dict(seq_len=seq_len, stride=8, context_len=8, gen_len=8, n_seqs=4)
+            timings = [run_variant(variant, **geometry, device="cpu", repeats=1) for _ in range(trials)]
+            row = min(timings, key=lambda timing: timing["seconds_per_call"])
+            rows.append({"seq_len": seq_len} | {k: v for k, v in row.items() if k != "peak_memory_mb"})
+    torch.set_num_threads(previous_threads)
+    return pd.DataFrame(rows)
+
+
+def rollout_features(
+    policy, feature_net, chunks: torch.Tensor, sampler_cfg, n_samples: int, *, seed: int = 0
+):
+    """n strided rollouts of each chunk and their features, grouped per (chunk, block).
+
+    Args:
+        chunks: (B, L) ground-truth chunks.
+
+    Returns:
+        gen_feats (B*K, n, D) and gt_feats (B*K, D), float32; group b*K + k is block k of chunk b.
+    """
+    from .evaluation import group_features
+    from .sampler import strided_generate
+
+    rollouts = strided_generate(
+        policy,
+        chunks.repeat_interleave(n_samples, dim=0),
+        stride=sampler_cfg.stride,
+        context_len=sampler_cfg.context_len,
+        gen_len=sampler_cfg.gen_len,
+        temperature=sampler_cfg.temperature,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    gen_feats, gt_feats = feature_net.strided_features(rollouts.sequences, rollouts.layout)  # (B*n, K, D) x 2
+    return group_features(gen_feats.float(), gt_feats.float(), n_samples)  # (B*K, n, D), (B*K, D)
+
+
+def distinct_rollouts(gen_feats: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """Number of distinct rollouts per group (features with cosine above 1 - tol count as one).
+
+    Args:
+        gen_feats: (G, n, D).
+
+    Returns:
+        (G,) long.
+    """
+    unit = F.normalize(gen_feats, dim=-1)
+    same = (unit @ unit.transpose(1, 2)) > 1 - tol  # (G, n, n)
+    earlier_copy = same.tril(diagonal=-1).any(dim=-1)  # (G, n): a copy of an earlier rollout
+    return (~earlier_copy).sum(dim=-1)
+
+
+def most_diverse_groups(gen_feats: torch.Tensor, n_groups: int) -> list[int]:
+    """The ``n_groups`` groups with the most distinct rollouts (the first ones on ties), in index order."""
+    counts = distinct_rollouts(gen_feats)
+    order = sorted(range(len(counts)), key=lambda g: (-int(counts[g]), g))
+    return sorted(order[:n_groups])
+
+
+def similarity_stats(gen_feats: torch.Tensor, gt_feats: torch.Tensor, whitening: str) -> dict[str, float]:
+    """Mean cosine rollout-to-GT and rollout-to-rollout, and the mean rewards, after ``whitening``."""
+    from .losses import whiten
+
+    white_gen, white_gt = whiten(gen_feats, gt_feats, whitening)  # (K, n, D) x 2
+    unit = F.normalize(white_gen, dim=-1)
+    n_samples = unit.shape[1]
+    gram = unit @ unit.transpose(1, 2)  # (K, n, n)
+    pairwise = (gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)) / (n_samples * (n_samples - 1))
+    rewards = feature_matching_rewards(gen_feats, gt_feats, whitening=whitening)
+    return {
+        "whitening": whitening,
+        "distinct rollouts / n": float(distinct_rollouts(gen_feats).float().mean()) / n_samples,
+        "cos(rollout, GT)": float(F.cosine_similarity(white_gen, white_gt, dim=-1).mean()),
+        "cos(rollout, rollout)": float(pairwise.mean()),
+        "alignment a": float(rewards.alignment.mean()),
+        "diversity d": float(rewards.diversity.mean()),
+    }
+
+
+def pca_projection(gen_feats: torch.Tensor, gt_feats: torch.Tensor, whitening: str = "none"):
+    """2-D PCA of each block's (whitened, unit-normalised) rollouts with its GT direction.
+
+    The principal axes are fitted per block on the n rollouts and the GT together, centred on their mean.
+
+    Args:
+        gen_feats: (K, n, D); gt_feats: (K, D).
+
+    Returns:
+        rollouts (K, n, 2) and gt (K, 2) coordinates.
+    """
+    from .losses import whiten
+
+    white_gen, white_gt = whiten(gen_feats, gt_feats, whitening)  # (K, n, D) x 2
+    points = torch.cat(
+        [F.normalize(white_gen, dim=-1), F.normalize(white_gt[:, :1], dim=-1)], dim=1
+    )  # (K, n+1, D)
+    centred = points - points.mean(dim=1, keepdim=True)
+    _, _, right_h = torch.linalg.svd(centred, full_matrices=False)  # (K, r, D)
+    coords = centred @ right_h[:, :2].transpose(1, 2)  # (K, n+1, 2)
+    return coords[:, :-1], coords[:, -1]

@@ -1,0 +1,122 @@
+"""Verdict logic of the reproduction report on synthetic summaries."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from ebft_repro import report
+from ebft_repro.report import CLAIMS
+from ebft_repro.utils import write_json
+
+BEATS_SFT, MATCHES_RLVR, CE_VS_SFT, CE_VS_RLVR = CLAIMS
+
+
+def test_t_quantiles():
+    assert report.t_quantile_975(1) == pytest.approx(12.706)
+    assert report.t_quantile_975(2.9) == pytest.approx(4.303)  # rounded down: a wider interval
+    assert report.t_quantile_975(22) == pytest.approx(2.086)
+    assert report.t_quantile_975(500) == pytest.approx(1.96)
+    assert report.t_quantile_975(0.5) == math.inf
+
+
+def test_mean_interval_by_hand():
+    mean, half = report.mean_interval([1.0, 2.0, 3.0])
+    # s = 1, n = 3: 4.303 * 1 / sqrt(3)
+    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(report.mean_interval([5.0])[1])
+
+
+def test_welch_interval_by_hand():
+    # means 2 and 0.5; variances 1 and 0.25; se^2 = 1/3 + 0.25/3 = 0.41667
+    # dof = 0.41667^2 / ((1/3)^2/2 + (0.25/3)^2/2) = 2.94 -> 2 -> t = 4.303; half = 4.303 * 0.6455 = 2.7776
+    delta, low, high = report.welch_interval([1.0, 2.0, 3.0], [0.0, 0.5, 1.0], lower_is_better=False)
+    assert delta == pytest.approx(1.5)
+    assert low == pytest.approx(1.5 - 2.7776, abs=1e-3) and high == pytest.approx(1.5 + 2.7776, abs=1e-3)
+    flipped = report.welch_interval([1.0, 2.0, 3.0], [0.0, 0.5, 1.0], lower_is_better=True)
+    assert flipped[0] == pytest.approx(-1.5) and flipped[2] == pytest.approx(-low)
+
+
+@pytest.mark.parametrize(
+    ("ebft", "sft", "expected"),
+    [
+        ([0.30, 0.31, 0.32], [0.20, 0.21, 0.22], "reproduced"),  # clearly better
+        ([0.10, 0.11, 0.12], [0.20, 0.21, 0.22], "not reproduced"),  # clearly worse
+        ([0.10, 0.30, 0.20], [0.15, 0.25, 0.20], "inconclusive"),  # intervals overlap 0
+        ([0.90], [0.10], "inconclusive"),  # one seed: no interval, however large the gap
+        ([0.30, 0.31, 0.32], [], "inconclusive"),  # baseline missing
+    ],
+)
+def test_superiority_verdicts(ebft, sft, expected):
+    assert report.verdict(BEATS_SFT, ebft, sft)[0] == expected
+
+
+def test_lower_is_better_for_cross_entropy():
+    lower = ([1.00, 1.01, 1.02], [1.20, 1.21, 1.22])
+    assert report.verdict(CE_VS_SFT, *lower)[0] == "reproduced"
+    assert report.verdict(CE_VS_RLVR, lower[1], lower[0])[0] == "not reproduced"
+
+
+def test_noninferiority_verdicts():
+    rlvr = [0.40, 0.41, 0.42]
+    # a tie within noise: interval around 0, entirely above -10% of 0.41 = -0.041
+    assert report.verdict(MATCHES_RLVR, [0.405, 0.41, 0.415], rlvr)[0] == "reproduced"
+    # EBFT better: reproduced ("matches or exceeds")
+    assert report.verdict(MATCHES_RLVR, [0.60, 0.61, 0.62], rlvr)[0] == "reproduced"
+    # clearly worse by more than the margin
+    assert report.verdict(MATCHES_RLVR, [0.20, 0.21, 0.22], rlvr)[0] == "not reproduced"
+    # too noisy to tell
+    assert report.verdict(MATCHES_RLVR, [0.10, 0.70, 0.40], rlvr)[0] == "inconclusive"
+    # a deficit of 0.1, 95% CI [-0.123, -0.077]: beyond a 10% margin (-0.041), within a 40% one (-0.164)
+    worse = [0.30, 0.31, 0.32]
+    assert report.verdict(MATCHES_RLVR, worse, rlvr, margin=0.1)[0] == "not reproduced"
+    assert report.verdict(MATCHES_RLVR, worse, rlvr, margin=0.4)[0] == "reproduced"
+
+
+def _frame(values: dict, metric: str, task: str = "qa_code") -> pd.DataFrame:
+    rows = []
+    for method, per_seed in values.items():
+        rows += [
+            {"task": task, "method": method, "seed": s, "lr": 1e-3, metric: v} for s, v in enumerate(per_seed)
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_claims_table_one_row_per_claim_and_task():
+    acc = _frame(
+        {"ebft": [0.30, 0.31, 0.32], "sft": [0.20, 0.21, 0.22], "rlvr": [0.30, 0.31, 0.32]}, "pass@1"
+    )
+    ce = _frame({"ebft": [1.0, 1.01, 1.02], "sft": [0.9, 0.91, 0.92], "rlvr": [1.5, 1.51, 1.52]}, "val_ce")
+    frame = acc.merge(ce, on=["task", "method", "seed", "lr"])
+    bleu = _frame({"ebft": [10.0], "sft": [9.0], "rlvr": [8.0]}, "bleu", task="translation")
+    bleu["val_ce"] = 1.0
+    table = report.claims_table(pd.concat([frame, bleu]))
+    assert len(table) == 8
+    verdicts = {(row.claim[1], row.task): row.verdict for row in table.itertuples()}
+    assert verdicts[("a", "qa_code")] == "reproduced"
+    assert verdicts[("b", "qa_code")] == "reproduced"
+    assert verdicts[("c", "qa_code")] == "not reproduced"
+    assert verdicts[("d", "qa_code")] == "reproduced"
+    assert all(verdicts[(key, "translation")] == "inconclusive" for key in "abcd")  # one seed
+    assert set(table["metric"]) >= {"pass@1", "bleu", "val_ce (lower is better)"}
+    advantage = {(c[1], t): a for c, t, a in zip(table["claim"], table["task"], table["EBFT advantage"])}
+    assert advantage[("c", "qa_code")] == pytest.approx(-0.1)  # EBFT's CE is 0.1 higher than SFT's
+    assert advantage[("a", "translation")] == pytest.approx(1.0)
+
+
+def test_load_runs_keeps_only_the_selected_learning_rate(tmp_path):
+    for lr, value in ((3e-4, 0.1), (1e-3, 0.2)):
+        summary = {"task": "qa_code", "method": "ebft", "seed": 0, "lr": lr, "final": {"pass@1": value}}
+        write_json(tmp_path / "runs" / f"qa_code-ebft-seed0-lr{lr}" / "summary.json", summary)
+    grid = {"grid": [3e-4, 1e-3], "picked": 1e-3}
+    write_json(tmp_path / "lr_selection.json", {"qa_code-ebft": grid})
+    frame = report.load_runs(tmp_path)
+    assert frame["pass@1"].tolist() == [0.2]
+
+
+def test_summary_table_formats_mean_and_interval():
+    frame = _frame({"ebft": [1.0, 2.0, 3.0], "sft": [5.0]}, "pass@1")
+    table = report.summary_table(frame, "qa_code", ["pass@1"])
+    assert table.loc["EBFT", "pass@1"] == "2 ± 2.5"
+    assert table.loc["SFT", "pass@1"] == "5"
+    assert table.loc["EBFT", "seeds"] == 3
