@@ -131,10 +131,14 @@ def pretrain_lm(model, chunks: torch.Tensor, base: BaseModelConfig) -> list[dict
     return curve
 
 
+CORPUS_DATA_FIELDS = ("n_val", "n_test", "max_source_chars", "max_chars_per_file", "split_seed", "source")
+"""The data fields that shape the pretraining corpus (its held-out sets and texts); others do not."""
+
+
 def base_model_dir(base: BaseModelConfig, data: DataConfig, name: str) -> Path:
-    key = config_hash(
-        {"base": dataclasses.asdict(base), "data": dataclasses.asdict(data), "v": CORPUS_VERSION}
-    )
+    """Cache folder of a built-in base model, keyed by everything its corpus and training depend on."""
+    corpus = {field: getattr(data, field) for field in CORPUS_DATA_FIELDS}
+    key = config_hash({"base": dataclasses.asdict(base), "data": corpus, "v": CORPUS_VERSION})
     return cache_dir() / f"base-{name}-{key}"
 
 

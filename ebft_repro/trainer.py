@@ -215,7 +215,8 @@ def train(
         summary_path = run_dir / "summary.json"
         if summary_path.exists() and not force:
             summary = read_json(summary_path)
-            if summary.get("config") == json.loads(json.dumps(cfg.to_dict())):
+            same_model = summary.get("base_model", base_model_identity(cfg)) == base_model_identity(cfg)
+            if same_model and summary.get("config") == json.loads(json.dumps(cfg.to_dict())):
                 return RunResult(run_dir, summary, read_jsonl(run_dir / "metrics.jsonl"))
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,15 @@ def train(
     return RunResult(run_dir, summary, rows)
 
 
+def base_model_identity(cfg: ExperimentConfig) -> str:
+    """Which base checkpoint a run starts from: the built-in cache folder's name, else the model name."""
+    if cfg.model.startswith("builtin:"):
+        from .pretrain import base_model_dir
+
+        return base_model_dir(cfg.base, cfg.data, cfg.model.split(":", 1)[1]).name
+    return cfg.model
+
+
 def summarize(cfg: ExperimentConfig, rows: list[dict], cost: dict) -> dict:
     """Final eval metrics, cost, and the config, as one JSON-able dict."""
     evals = [row for row in rows if row["kind"] == "eval"]
@@ -316,6 +326,7 @@ def summarize(cfg: ExperimentConfig, rows: list[dict], cost: dict) -> dict:
         "train_s": round(cost["train_s"], 3),
         "eval_s": round(cost["eval_s"], 3),
         "tokens_processed": cost["tokens"],
+        "base_model": base_model_identity(cfg),
         "config": cfg.to_dict(),
     }
 
