@@ -153,32 +153,14 @@ def pack_examples(
     return PackedChunks(input_ids, doc_ids, answer_mask)
 
 
-@lru_cache(maxsize=32)
-def _packed_cached(
-    task: str, data: DataConfig, split: str, tokenizer_key: str, tokenizer_ref
-) -> PackedChunks:
-    examples = load_task(task, data).split(split)
-    max_chunks = data.n_val_chunks if split != "train" else None
-    return pack_examples(examples, tokenizer_ref(), data.seq_len, max_chunks=max_chunks)
+_PACKED: dict[tuple, PackedChunks] = {}
 
 
 def packed_split(task: str, data: DataConfig, split: str, tokenizer) -> PackedChunks:
     """Packed chunks of one split (validation is capped at ``data.n_val_chunks``); cached per tokenizer."""
-    key = getattr(tokenizer, "name_or_path", "") + f":{len(tokenizer)}"
-    return _packed_cached(task, data, split, key, _Ref(tokenizer))
-
-
-class _Ref:
-    """Hashable by tokenizer identity key only, so lru_cache does not need to hash the tokenizer."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self):
-        return self.tokenizer
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Ref)
+    key = (task, data, split, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+    if key not in _PACKED:
+        examples = load_task(task, data).split(split)
+        max_chunks = data.n_val_chunks if split != "train" else None
+        _PACKED[key] = pack_examples(examples, tokenizer, data.seq_len, max_chunks=max_chunks)
+    return _PACKED[key]

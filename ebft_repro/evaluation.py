@@ -120,6 +120,16 @@ def group_features(gen_feats: torch.Tensor, gt_feats: torch.Tensor, n_samples: i
     return grouped.reshape(n_chunks * n_blocks, n_samples, dim), gt.reshape(n_chunks * n_blocks, dim)
 
 
+def test_program(example: Example, code: str) -> str:
+    """The program the sandbox runs for ``code`` written for a coding example.
+
+    HumanEval examples carry their ``check`` function in ``meta["check_program"]`` and their prompt holds the
+    signature, so the program is prompt + code + check; Q&A problems run the code alone.
+    """
+    check = example.meta.get("check_program") if example.meta else None
+    return example.prompt + code + "\n\n" + check if check else code
+
+
 def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: float = 3.0) -> list[float]:
     """The task verifier: unit-test pass fraction (sandboxed) for code, sentence chrF for translation."""
     from .sandbox import run_unit_tests_batch
@@ -131,12 +141,7 @@ def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: fl
             tgt = LANG_NAMES.get(example.direction.split("-")[1], "English")
             rewards[i] = sentence_chrf(clean_translation(text, tgt), example.completion.strip())
             continue
-        check = example.meta.get("check_program") if example.meta else None
-        if check:  # HumanEval: the prompt holds the signature; run prompt + completion + check function
-            program = example.prompt + extract_code(text, QA_STOP_MARKER) + "\n\n" + check
-        else:
-            program = extract_code(text, QA_STOP_MARKER)
-        programs.append((program, list(example.unit_tests)))
+        programs.append((test_program(example, extract_code(text, QA_STOP_MARKER)), list(example.unit_tests)))
         slots.append(i)
     for i, verdict in zip(slots, run_unit_tests_batch(programs, timeout_s=timeout_s)):
         rewards[i] = verdict.pass_fraction

@@ -7,33 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .plotting import METHOD_COLORS
+from .plotting import METHOD_COLORS, new_figure, save_figure
 
 WHITENING_COLORS = {"none": "#7f7f7f", "sample": "#d62728", "feature": "#9467bd"}
 BASELINE_STYLES = {"rloo": ("RLOO baseline (package)", "-", "o"), "none": ("no baseline", "--", "s")}
-
-
-def _figure(n_cols: int = 1, n_rows: int = 1, size: tuple[float, float] = (4.6, 3.6)):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(size[0] * n_cols, size[1] * n_rows))
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig, path: Path, title: str | None = None) -> Path:
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
 
 
 def plot_training_curves(metrics: list[dict], path: Path, *, title: str) -> Path:
     """Quickstart: per-step rewards (train) and validation CE / CFM loss (eval rows) of one run."""
     train = [r for r in metrics if r["kind"] == "train"]
     evals = [r for r in metrics if r["kind"] == "eval"]
-    fig, axes = _figure(3)
+    fig, axes = new_figure(3)
     ax = axes[0, 0]
     steps = [r["step"] for r in train]
     for key, label in (
@@ -56,7 +40,7 @@ def plot_training_curves(metrics: list[dict], path: Path, *, title: str) -> Path
     for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_unbiasedness(sequences, estimates: np.ndarray, exact: np.ndarray, path: Path, *, title: str) -> Path:
@@ -65,7 +49,7 @@ def plot_unbiasedness(sequences, estimates: np.ndarray, exact: np.ndarray, path:
     mean = estimates.mean(0)
     err = 1.96 * estimates.std(0, ddof=1) / np.sqrt(len(estimates))
     x = np.arange(len(sequences))
-    fig, axes = _figure(1, size=(7.0, 3.6))
+    fig, axes = new_figure(1, size=(7.0, 3.6))
     ax = axes[0, 0]
     ax.bar(x, exact, color="#cccccc", label="exact gradient (autograd)")
     ax.errorbar(x, mean, yerr=err, fmt="o", color="#d62728", ms=4, capsize=3, label="mean estimate ± 1.96 SE")
@@ -74,13 +58,13 @@ def plot_unbiasedness(sequences, estimates: np.ndarray, exact: np.ndarray, path:
     ax.set(xlabel="sequence y (one logit each)", ylabel="d CFM / d theta_y")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_variance_vs_n(frame, path: Path, *, title: str) -> Path:
     """Variance of one-group estimates vs n (log-log); one panel per whitening, one line per baseline."""
     whitenings = list(dict.fromkeys(frame["whitening"]))
-    fig, axes = _figure(len(whitenings))
+    fig, axes = new_figure(len(whitenings))
     for ax, whitening in zip(axes[0], whitenings):
         sub = frame[frame["whitening"] == whitening]
         for baseline, (label, style, marker) in BASELINE_STYLES.items():
@@ -97,12 +81,12 @@ def plot_variance_vs_n(frame, path: Path, *, title: str) -> Path:
         ax.set(xlabel="n (samples per group)", ylabel="trace Cov(one-group estimate)", title=name)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_whitening_diversity(frame, path: Path, *, title: str) -> Path:
     """Mean diversity reward for groups of distinct vs duplicated samples, and the gradient's direction."""
-    fig, axes = _figure(2)
+    fig, axes = new_figure(2)
     modes = list(frame["whitening"])
     x = np.arange(len(modes))
     ax = axes[0, 0]
@@ -122,7 +106,7 @@ def plot_whitening_diversity(frame, path: Path, *, title: str) -> Path:
     ax.set(xlabel="whitening", ylabel="cosine(mean estimate, exact CFM gradient)", title="gradient direction")
     for ax in axes[0]:
         ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_strided_mask(layout, path: Path, *, title: str) -> Path:
@@ -138,7 +122,7 @@ def plot_strided_mask(layout, path: Path, *, title: str) -> Path:
         f"b{i % layout.n_blocks}t{i // layout.n_blocks}" for i in range(layout.n_blocks * layout.gen_len)
     ]
     total = layout.total_len
-    fig, axes = _figure(1, size=(9.0, 8.4))
+    fig, axes = new_figure(1, size=(9.0, 8.4))
     ax = axes[0, 0]
     # colour of an allowed cell: grey on ground-truth rows, one colour per block on generated rows
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
@@ -164,14 +148,14 @@ def plot_strided_mask(layout, path: Path, *, title: str) -> Path:
         layout.seq_len + layout.n_blocks * layout.gen_len / 2, -1.2, "generated, step-major",
         ha="center", fontsize=9, clip_on=False,
     )  # fmt: skip
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_sampler_speed(frame, path: Path, *, title: str) -> Path:
     """Generated tokens per second of each strided-sampling variant vs the chunk length L."""
     labels = {"cached": "strided, KV cache (this package)", "no_cache": "strided, no cache (authors)",
               "per_prefix": "per-prefix generate (K prefixes)"}  # fmt: skip
-    fig, axes = _figure(2)
+    fig, axes = new_figure(2)
     for variant, label in labels.items():
         rows = frame[frame["variant"] == variant].sort_values("seq_len")
         if len(rows):
@@ -189,7 +173,7 @@ def plot_sampler_speed(frame, path: Path, *, title: str) -> Path:
         ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_feature_pca(
@@ -204,7 +188,7 @@ def plot_feature_pca(
         groups: which (chunk, block) groups to draw; group g is block g % K of chunk g // K.
     """
     modes = list(projections)
-    fig, axes = _figure(len(groups), len(modes), size=(3.4, 3.2))
+    fig, axes = new_figure(len(groups), len(modes), size=(3.4, 3.2))
     for row, mode in enumerate(modes):
         rollouts, gt = (np.asarray(t) for t in projections[mode])
         for col, group in enumerate(groups):
@@ -228,7 +212,7 @@ def plot_feature_pca(
             ax.grid(alpha=0.3)
             if row == 0 and col == 0:
                 ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_ablations(frame, path: Path, *, metrics: dict[str, str], title: str) -> Path:
@@ -238,7 +222,7 @@ def plot_ablations(frame, path: Path, *, metrics: dict[str, str], title: str) ->
     The default setting's label is marked with a star.
     """
     factors = list(dict.fromkeys(frame["factor"]))
-    fig, axes = _figure(len(factors), len(metrics), size=(3.3, 2.5))
+    fig, axes = new_figure(len(factors), len(metrics), size=(3.3, 2.5))
 
     def y_range(rows, metric):
         values = rows[[metric, f"{metric} (step 0)"]].to_numpy(dtype=float)
@@ -278,7 +262,7 @@ def plot_ablations(frame, path: Path, *, metrics: dict[str, str], title: str) ->
                 ax.set_xlabel("setting (* = default)", fontsize=8)
             if row == 0 and col == 0:
                 ax.legend(fontsize=7)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)
 
 
 def plot_method_curves(runs: list[dict], metrics: dict[str, str], path: Path, *, title: str) -> Path:
@@ -298,7 +282,7 @@ def plot_method_curves(runs: list[dict], metrics: dict[str, str], path: Path, *,
         for run in runs
     }
     n_cols = 2 if len(metrics) == 4 else len(metrics)
-    fig, axes = _figure(n_cols, -(-len(metrics) // n_cols))
+    fig, axes = new_figure(n_cols, -(-len(metrics) // n_cols))
     for ax, (metric, label) in zip(axes.flat, metrics.items()):
         for method, color in METHOD_COLORS.items():
             curves = [
@@ -319,4 +303,4 @@ def plot_method_curves(runs: list[dict], metrics: dict[str, str], path: Path, *,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title, dpi=110)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .sampler import Generators, cache_kwargs, output_cache, sample_tokens
+from .sampler import Generators, cache_kwargs, forward_params, output_cache, sample_tokens
 
 
 @dataclass
@@ -70,7 +70,7 @@ def sample_completions(
         attention_mask=attention,
         position_ids=positions,
         use_cache=True,
-        **({"logits_to_keep": 1} if "logits_to_keep" in _params(model) else {}),
+        **({"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}),
     )
     cache = output_cache(outputs)
     logits = outputs.logits[:, -1].float()  # (B, V)
@@ -99,12 +99,6 @@ def sample_completions(
     completion_ids = torch.stack(tokens, dim=1)  # (B, T)
     completion_mask = torch.stack(alive, dim=1)  # (B, T)
     return Completions(prompt_ids, prompt_mask, completion_ids, completion_mask)
-
-
-def _params(model: torch.nn.Module) -> set[str]:
-    from .sampler import forward_params
-
-    return forward_params(model)
 
 
 def completion_logprobs(

@@ -32,14 +32,10 @@ def _curves(runs: list[dict], metric: str) -> dict[tuple[str, str], list[list[tu
 
 def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title: str) -> Path:
     """One panel per task; one line per method (mean over seeds, shaded min-max)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     tasks = sorted({run["task"] for run in runs})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = new_figure(len(tasks), size=(4.5, 3.6))
     for ax, task in zip(axes[0], tasks):
         metric = metric_for_task(task)
         curves = _curves([r for r in runs if r["task"] == task], metric)
@@ -58,18 +54,13 @@ def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title:
             if len(values) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
         _label_axis(ax, task, "optimizer step", METRIC_LABELS.get(metric, metric))
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
     """Final downstream accuracy against final validation CE, one point per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = sorted({run["task"] for run in runs})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = new_figure(len(tasks), size=(4.5, 3.6))
     for ax, task in zip(axes[0], tasks):
         metric = primary_metric(task)
         for method in METHOD_COLORS:
@@ -88,7 +79,7 @@ def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
                 [base[0]["val_ce"]], [base[0][metric]], marker="*", s=120, color="black", label="base model"
             )
         _label_axis(ax, task, "validation CE (lower is better)", METRIC_LABELS.get(metric, metric))
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def _label_axis(ax, title: str, xlabel: str, ylabel: str) -> None:
@@ -99,14 +90,20 @@ def _label_axis(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.legend(fontsize=8)
 
 
-def _save(fig, path: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt
+def new_figure(n_cols: int = 1, n_rows: int = 1, size: tuple[float, float] = (4.6, 3.6)):
+    """A Figure with an (n_rows, n_cols) grid of axes; object API, so no pyplot state or backend."""
+    from matplotlib.figure import Figure
 
-    fig.suptitle(title)
+    fig = Figure(figsize=(size[0] * n_cols, size[1] * n_rows))
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False)
+
+
+def save_figure(fig, path: Path, title: str | None = None, *, dpi: int = 120) -> Path:
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    fig.savefig(path, dpi=dpi)
+    return Path(path)
 
 
 def plot_comparison(out_dir: Path, runs: list[dict]) -> list[Path]:

@@ -10,18 +10,11 @@ from .data import load_task, packed_split
 
 def verify_references(examples) -> dict:
     """Run every coding reference solution against its own unit tests in the sandbox."""
+    from .evaluation import test_program
     from .sandbox import run_unit_tests_batch
 
     started = time.time()
-    programs = [
-        (
-            ex.completion
-            if not ex.meta.get("check_program")
-            else ex.prompt + ex.completion + "\n" + ex.meta["check_program"],
-            list(ex.unit_tests),
-        )
-        for ex in examples
-    ]
+    programs = [(test_program(ex, ex.completion), list(ex.unit_tests)) for ex in examples]
     verdicts = run_unit_tests_batch(programs)
     failed = [ex.uid for ex, verdict in zip(examples, verdicts) if not verdict.passed]
     seconds = time.time() - started

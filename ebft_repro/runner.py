@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import METHODS, TASKS, apply_overrides, get_preset
 from .evaluation import primary_metric
+from .report import mean_interval
 from .trainer import train
 from .utils import environment_info, read_json, results_dir, write_json
 
@@ -98,11 +99,6 @@ def reproduce(
     return out_dir
 
 
-def _t_quantile_975(dof: int) -> float:
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-    return table.get(dof, 1.96)
-
-
 def collect_runs(out_dir: Path, selection: dict | None = None) -> list[dict]:
     """Finished runs under ``out_dir/runs``; with a selection, only the picked learning rate of each pair."""
     runs = []
@@ -141,13 +137,7 @@ def aggregate(out_dir: Path, selection: dict | None = None):
             values = group[metric].dropna()
             if values.empty:
                 continue
-            mean = values.mean()
-            half = (
-                _t_quantile_975(len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-                if len(values) > 1
-                else float("nan")
-            )
-            row[metric], row[f"{metric}_ci95"] = mean, half
+            row[metric], row[f"{metric}_ci95"] = mean_interval(values.tolist())
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary.to_csv(out_dir / "summary.csv", index=False)

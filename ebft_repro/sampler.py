@@ -208,14 +208,22 @@ def forward_rows(
         use_cache=use_cache,
         **cache_kwargs(model, cache),
     )
+    logits, outputs = _call_for_rows(model, kwargs, rows)
+    return logits, (output_cache(outputs) if use_cache else None)
+
+
+def _call_for_rows(
+    model: torch.nn.Module, kwargs: dict, rows: torch.Tensor | None
+) -> tuple[torch.Tensor, object]:
+    """Run the model; float32 logits of ``rows`` only (all if None), computed only there when it can."""
+    device = kwargs["input_ids"].device
     if rows is not None and "logits_to_keep" in forward_params(model):
-        kwargs["logits_to_keep"] = rows.to(input_ids.device)
-        outputs = model(**kwargs)
+        outputs = model(**kwargs, logits_to_keep=rows.to(device))
         logits = outputs.logits  # (B, R, V)
     else:
         outputs = model(**kwargs)
-        logits = outputs.logits if rows is None else outputs.logits[:, rows.to(input_ids.device)]
-    return logits.float(), (output_cache(outputs) if use_cache else None)
+        logits = outputs.logits if rows is None else outputs.logits[:, rows.to(device)]
+    return logits.float(), outputs
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -235,13 +243,8 @@ def prefill_rows(
 ) -> tuple[torch.Tensor, object]:
     """Plain causal forward over (B, L) tokens that fills the KV cache; returns the logits of ``rows``."""
     kwargs = dict(input_ids=input_ids, use_cache=True, **cache_kwargs(model, None))
-    if "logits_to_keep" in forward_params(model):
-        outputs = model(**kwargs, logits_to_keep=rows.to(input_ids.device))
-        logits = outputs.logits  # (B, R, V)
-    else:
-        outputs = model(**kwargs)
-        logits = outputs.logits[:, rows.to(input_ids.device)]
-    return logits.float(), output_cache(outputs)
+    logits, outputs = _call_for_rows(model, kwargs, rows)  # (B, R, V)
+    return logits, output_cache(outputs)
 
 
 def sample_tokens(

@@ -57,6 +57,14 @@ def test_tokenizer_vocab_mismatch_is_rejected(model_dirs):
     check_vocab(load_causal_lm(str(model_dirs["llama"])), load_tokenizer(str(model_dirs["llama"])))
 
 
+def _overrides(**fields) -> list[str]:
+    """``--set`` options for a run small enough for a unit test."""
+    return [arg for key, value in fields.items() for arg in ("--set", f"{key.replace('__', '.')}={value}")]
+
+
+SMALL_DATA = dict(data__n_train=40, data__n_val=4, data__n_test=4)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_train_command_accepts_a_saved_model(model_dirs, tmp_path, capsys, arch):
     argv = [
@@ -70,26 +78,8 @@ def test_train_command_accepts_a_saved_model(model_dirs, tmp_path, capsys, arch)
         "--out",
         str(tmp_path),
     ]
-    argv += [
-        "--set",
-        "data.seq_len=64",
-        "--set",
-        "data.n_train=40",
-        "--set",
-        "data.n_val=4",
-        "--set",
-        "data.n_test=4",
-    ]
-    argv += [
-        "--set",
-        "train.n_steps=2",
-        "--set",
-        "eval.every_steps=2",
-        "--set",
-        "eval.n_prompts=2",
-        "--set",
-        "eval.max_new_tokens=8",
-    ]
+    argv += _overrides(data__seq_len=64, **SMALL_DATA, train__n_steps=2, eval__every_steps=2)
+    argv += _overrides(eval__n_prompts=2, eval__max_new_tokens=8)
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["method"] == "sft" and summary["n_steps"] == 2
@@ -97,28 +87,9 @@ def test_train_command_accepts_a_saved_model(model_dirs, tmp_path, capsys, arch)
 
 
 def test_evaluate_command_prints_metrics(model_dirs, capsys):
-    argv = [
-        "evaluate",
-        "--model",
-        str(model_dirs["gpt2"]),
-        "--task",
-        "translation",
-        "--set",
-        "sampler.stride=2",
-        "--split",
-        "validation",
-    ]
-    argv += [
-        "--set",
-        "data.seq_len=128",
-        "--set",
-        "data.n_train=40",
-        "--set",
-        "data.n_val=4",
-        "--set",
-        "data.n_test=4",
-    ]
-    argv += ["--set", "eval.n_prompts=2", "--set", "eval.max_new_tokens=8", "--set", "data.n_val_chunks=1"]
+    argv = ["evaluate", "--model", str(model_dirs["gpt2"]), "--task", "translation", "--split", "validation"]
+    argv += _overrides(sampler__stride=2, data__seq_len=128, **SMALL_DATA, data__n_val_chunks=1)
+    argv += _overrides(eval__n_prompts=2, eval__max_new_tokens=8)
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {"val_ce", "val_ce_answer", "bleu", "chrf"} <= set(metrics)
