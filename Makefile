@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: setup test unit notebooks reproduce bench lint clean
+.PHONY: setup sandbox-deps test unit notebooks reproduce bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,20 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import ebft_repro, torch, transformers, nbmake, sacrebleu"
 	touch $@
 
-setup: $(VENV)/.installed
+# The code sandbox isolates generated programs with bubblewrap (docs/sandbox.md); install it when missing
+# (as root with apt-get), else say what to install. Without it the sandbox falls back, with a warning.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap for the code sandbox"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
+	    echo "sandbox: could not install bubblewrap; run 'apt-get install bubblewrap'"; \
+	  else \
+	    echo "sandbox: bubblewrap (bwrap) not found; install it, e.g. 'sudo apt-get install bubblewrap'"; \
+	  fi; }
+
+setup: $(VENV)/.installed sandbox-deps
 
 test: setup
 	$(BIN)/python -m ebft_repro prepare --task all --preset tiny --verify none

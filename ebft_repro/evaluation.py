@@ -33,7 +33,14 @@ from .tasks.base import LANG_NAMES, QA_STOP_MARKER, Example
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pass_at_k", "validation_ce", "feature_matching_eval", "downstream_eval", "verifier_rewards"]
+__all__ = [
+    "pass_at_k",
+    "validation_ce",
+    "feature_matching_eval",
+    "downstream_eval",
+    "verifier_rewards",
+    "verifier_results",
+]
 
 
 @torch.no_grad()
@@ -120,18 +127,30 @@ def group_features(gen_feats: torch.Tensor, gt_feats: torch.Tensor, n_samples: i
     return grouped.reshape(n_chunks * n_blocks, n_samples, dim), gt.reshape(n_chunks * n_blocks, dim)
 
 
-def test_program(example: Example, code: str) -> str:
-    """The program the sandbox runs for ``code`` written for a coding example.
+def sandbox_program(example: Example, code: str) -> tuple[str, list[str]]:
+    """The ``(code, tests)`` the sandbox runs for ``code`` written for a coding example.
 
     HumanEval examples carry their ``check`` function in ``meta["check_program"]`` and their prompt holds the
-    signature, so the program is prompt + code + check; Q&A problems run the code alone.
+    signature: the code is prompt + completion and the single test is the check program followed by
+    ``check(<entry point>)`` (so its asserts are judged outside the sandbox). Q&A problems run the code
+    against their own unit tests.
     """
     check = example.meta.get("check_program") if example.meta else None
-    return example.prompt + code + "\n\n" + check if check else code
+    if check:
+        return example.prompt + code, [check + "\n\n" + "\n".join(example.unit_tests)]
+    return code, list(example.unit_tests)
 
 
-def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: float = 3.0) -> list[float]:
-    """The task verifier: unit-test pass fraction (sandboxed) for code, sentence chrF for translation."""
+def verifier_results(
+    examples: list[Example], texts: list[str], *, timeout_s: float = 3.0
+) -> tuple[list[float], dict[str, float]]:
+    """Rewards as :func:`verifier_rewards`, plus sandbox counts over the coding programs.
+
+    Returns:
+        (rewards, stats) with ``stats = {"suspicious_programs", "tests_decided_in_child"}``: programs the
+        sandbox flags as possibly gaming the verifier (see :mod:`ebft_repro.sandbox`) and unit tests whose
+        verdict was (partly) decided inside the sandbox. Both are 0 for translation.
+    """
     from .sandbox import run_unit_tests_batch
 
     rewards: list[float | None] = [None] * len(texts)
@@ -141,11 +160,21 @@ def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: fl
             tgt = LANG_NAMES.get(example.direction.split("-")[1], "English")
             rewards[i] = sentence_chrf(clean_translation(text, tgt), example.completion.strip())
             continue
-        programs.append((test_program(example, extract_code(text, QA_STOP_MARKER)), list(example.unit_tests)))
+        programs.append(sandbox_program(example, extract_code(text, QA_STOP_MARKER)))
         slots.append(i)
-    for i, verdict in zip(slots, run_unit_tests_batch(programs, timeout_s=timeout_s)):
+    verdicts = run_unit_tests_batch(programs, timeout_s=timeout_s)
+    for i, verdict in zip(slots, verdicts):
         rewards[i] = verdict.pass_fraction
-    return [float(r) for r in rewards]
+    stats = {
+        "suspicious_programs": float(sum(bool(v.suspicious) for v in verdicts)),
+        "tests_decided_in_child": float(sum(v.decided_in.count("child") for v in verdicts)),
+    }
+    return [float(r) for r in rewards], stats
+
+
+def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: float = 3.0) -> list[float]:
+    """The task verifier: unit-test pass fraction (sandboxed) for code, sentence chrF for translation."""
+    return verifier_results(examples, texts, timeout_s=timeout_s)[0]
 
 
 @torch.no_grad()
@@ -208,9 +237,9 @@ def downstream_eval(
         generator=generator,
     )
     if examples and examples[0].direction is not None:
-        return translation_scores(examples, texts[::n_samples])
+        return translation_scores(examples, texts[::n_samples]) | {"eval_prompts": len(examples)}
     repeated = [ex for ex in examples for _ in range(n_samples)]
-    fractions = verifier_rewards(repeated, texts)
+    fractions, sandbox_stats = verifier_results(repeated, texts)
     correct = [
         sum(f == 1.0 for f in fractions[i * n_samples : (i + 1) * n_samples]) for i in range(len(examples))
     ]
@@ -218,7 +247,11 @@ def downstream_eval(
         "pass@1": mean_pass_at_k(correct, n_samples, 1),
         f"pass@{n_samples}": mean_pass_at_k(correct, n_samples, n_samples),
         "unit_test_pass_frac": sum(fractions) / max(len(fractions), 1),
-    }
+        "correct_samples": sum(correct),
+        "eval_samples": len(fractions),
+        "solved_prompts": sum(c > 0 for c in correct),
+        "eval_prompts": len(examples),
+    } | sandbox_stats
 
 
 def translation_scores(examples: list[Example], first_samples: list[str]) -> dict[str, float]:

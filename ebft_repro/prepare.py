@@ -10,11 +10,11 @@ from .data import load_task, packed_split
 
 def verify_references(examples) -> dict:
     """Run every coding reference solution against its own unit tests in the sandbox."""
-    from .evaluation import test_program
+    from .evaluation import sandbox_program
     from .sandbox import run_unit_tests_batch
 
     started = time.time()
-    programs = [(test_program(ex, ex.completion), list(ex.unit_tests)) for ex in examples]
+    programs = [sandbox_program(ex, ex.completion) for ex in examples]
     verdicts = run_unit_tests_batch(programs)
     failed = [ex.uid for ex, verdict in zip(examples, verdicts) if not verdict.passed]
     seconds = time.time() - started

@@ -15,7 +15,7 @@ import torch
 
 from .config import ExperimentConfig
 from .distributed import all_reduce_sum, shard
-from .evaluation import group_features, sample_for_prompts, verifier_rewards
+from .evaluation import group_features, sample_for_prompts, verifier_results
 from .featurizer import FeatureNetwork
 from .generation import completion_logprobs
 from .losses import ebft_loss, feature_matching_rewards, rloo_advantages, rlvr_loss, sft_loss
@@ -185,9 +185,8 @@ def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
             batch_size=len(examples) * n_samples,
         )
     repeated = [ex for ex in examples for _ in range(n_samples)]
-    rewards = torch.tensor(verifier_rewards(repeated, texts), device=ctx.device).view(
-        len(examples), n_samples
-    )
+    scores, sandbox_stats = verifier_results(repeated, texts)
+    rewards = torch.tensor(scores, device=ctx.device).view(len(examples), n_samples)
     ctx.policy.train()
     with autocast(ctx):
         logps = completion_logprobs(ctx.policy, completions, temperature=rl.temperature)  # (B*N, T)
@@ -195,7 +194,7 @@ def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
     loss, metrics = rlvr_loss(logps.float().view(shape), completions.completion_mask.view(shape), rewards)
     (loss * len(examples) / rl.prompts_per_step).backward()  # a mean over every completion of the step
     metrics["tokens"] = float(2 * (completions.prompt_mask.sum() + completions.completion_mask.sum()))
-    return metrics
+    return metrics | sandbox_stats  # suspicious_programs makes verifier gaming visible
 
 
 STEPS = {"ebft": ebft_step, "sft": sft_step, "rlvr": rlvr_step}

@@ -13,9 +13,12 @@ import uuid
 
 import pytest
 
+from ebft_repro._sandbox_launch import backend
 from ebft_repro.sandbox import TestVerdict, measure_throughput, run_unit_tests, run_unit_tests_batch
 
 IS_ROOT = os.geteuid() == 0
+# With bubblewrap every user gets namespaces; the fallback isolates only when the parent is root.
+ISOLATED = IS_ROOT or backend().name == "bwrap"
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4 and add(0, 0) == 0"]
 
@@ -55,14 +58,17 @@ def _run_watching(marker: str, code: str, tests: list[str], timeout_s: float) ->
 
 def test_correct_code_passes():
     verdict = run_unit_tests(ADD, ADD_TESTS)
-    assert verdict == TestVerdict(True, 3, 3, "ok", verdict.detail)
+    assert verdict == TestVerdict(
+        True, 3, 3, "ok", verdict.detail, ("pass",) * 3, ("parent",) * 3, (), verdict.isolation
+    )
     assert verdict.pass_fraction == 1.0
 
 
 def test_partially_correct_counts_exactly():
-    # a * b: 1*2=2 (!=3), -1*1=-1 (!=0), 2*2=4 and 0*0=0 -> only the third (executed) test passes
+    # a * b: 1*2=2 (!=3), -1*1=-1 (!=0), 2*2=4 and 0*0=0 -> only the third test passes
     verdict = run_unit_tests("def add(a, b):\n    return a * b\n", ADD_TESTS)
     assert (verdict.passed, verdict.n_passed, verdict.n_total, verdict.status) == (False, 1, 3, "fail")
+    assert verdict.test_statuses == ("fail", "fail", "pass")
     assert verdict.pass_fraction == pytest.approx(1 / 3)
 
 
@@ -81,18 +87,20 @@ def test_raising_test_does_not_stop_the_others():
     code = "def f(x):\n    if x == 0:\n        raise ValueError('boom')\n    return x\n"
     verdict = run_unit_tests(code, ["assert f(0) == 0", "assert f(1) == 1", "assert f(2) == 2"])
     assert (verdict.n_passed, verdict.n_total, verdict.status) == (2, 3, "fail")
+    assert verdict.test_statuses == ("raised", "pass", "pass")
 
 
 def test_tests_share_the_namespace_in_order():
     tests = ["STATE.append(1)", "assert STATE == [1]", "assert count() == 1"]
     verdict = run_unit_tests("STATE = []\ndef count():\n    return len(STATE)\n", tests)
     assert (verdict.n_passed, verdict.status) == (3, "ok")
+    assert verdict.decided_in == ("child", "parent", "parent")  # a bare statement passes by not raising
 
 
 def test_value_tests_keep_python_equality_semantics():
     code = "def f():\n    return [1, 2.5, (3, 'x'), {4: None}, {5}, b'6', True, -0.0, 10**30]\n"
     tests = [
-        # 10**30 is not a literal, so this one is executed in the child; the others are compared here
+        # 10**30 is folded by the parent; every test is compared here
         "assert f() == [1, 2.5, (3, 'x'), {4: None}, {5}, b'6', 1, 0.0, 10**30]",
         "assert f() == [1, 2.5, (3, 'x'), {4: None}, {5}, b'6', 1, 0.0, 1000000000000000000000000000000]",
         "assert f() == [1, 2.5, [3, 'x'], {4: None}, {5}, b'6', True, 0.0, 1000000000000000000000000000000]",
@@ -220,7 +228,9 @@ def h(x):
     verdict = run_unit_tests(
         code, ["assert f(1) == 2", "assert g(1) == 2", "assert h(1) == [2]", "assert 2 == f(1)"]
     )
-    assert (verdict.n_passed, verdict.status) == (0, "fail")
+    assert (verdict.n_passed, verdict.status) == (0, "unsupported_type")
+    assert set(verdict.test_statuses) == {"unsupported_type"} and "type AlwaysEqual" in verdict.detail
+    assert "defines __eq__" in verdict.suspicious
 
 
 HARVESTER = r"""
@@ -267,6 +277,7 @@ def test_frame_walking_and_gc_harvesting_cannot_forge_records(stop, status):
     tests = ["assert f(1) > 0", "assert f(2) == 7 or f(2) > 5", "assert f(3) == 3"]
     verdict = run_unit_tests(HARVESTER + stop, tests)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, status)
+    assert "imports gc" in verdict.suspicious and "frame access (f_back)" in verdict.suspicious
 
 
 def test_tests_are_not_readable_from_disk_or_stdin():
@@ -301,9 +312,10 @@ def leaks():
 def g():
     return "wrong"
 """.replace("MARKER", repr(marker.encode()))
-    # the marker is in a test that is executed in the child, so it does travel to the sandbox (in memory)
-    verdict = run_unit_tests(code, ["assert leaks() == 0", f"assert g() == {marker!r} and True"])
-    assert (verdict.n_passed, verdict.status) == (1, "fail")
+    # the marker is in a test decided in the child (a loop), so it does travel to the sandbox (in memory)
+    loop_test = f"for _ in range(1):\n    assert g() == {marker!r}"
+    verdict = run_unit_tests(code, ["assert leaks() == 0", loop_test])
+    assert (verdict.n_passed, verdict.status, verdict.decided_in) == (1, "fail", ("parent", "child"))
 
 
 # --- isolation ---------------------------------------------------------------------------------------
@@ -322,8 +334,8 @@ def parent_environ_readable():
 def keys():
     return sorted(os.environ)
 """
-ENV_TESTS = ["assert visible() == False", "assert set(keys()) <= {'PATH', 'LANG', 'LC_CTYPE'}"]
-if IS_ROOT:  # without a privilege drop the child shares the parent's uid (documented residual risk)
+ENV_TESTS = ["assert visible() == False", "assert set(keys()) <= {'PATH', 'LANG', 'LC_CTYPE', 'PWD'}"]
+if ISOLATED:  # the fallback for ordinary users shares the parent's uid (documented residual risk)
     ENV_TESTS.append("assert parent_environ_readable() == False")
 
 
@@ -353,7 +365,7 @@ def test_parent_initial_environment_is_not_readable():
     assert json.loads(out.stdout) == [len(ENV_TESTS), "ok"]
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="writes are only blocked after the root -> unprivileged uid drop")
+@pytest.mark.skipif(not ISOLATED, reason="the fallback for ordinary users cannot block writes")
 def test_writes_outside_the_workdir_are_blocked_or_discarded():
     tag = uuid.uuid4().hex
     tmp_target = f"/tmp/ebft_sandbox_escape_{tag}"
@@ -371,7 +383,10 @@ TMP = attempt({tmp_target!r})
 ROOT = attempt({root_target!r})
 CWD = attempt("inside.txt")
 """
-    verdict = run_unit_tests(code, ["assert ROOT == 'PermissionError'", "assert CWD == 'written'"])
+    # read-only root under bwrap (OSError: EROFS), root-owned as the fallback's unprivileged uid
+    verdict = run_unit_tests(
+        code, ["assert ROOT in ('PermissionError', 'OSError')", "assert CWD == 'written'"]
+    )
     assert (verdict.passed, verdict.status) == (True, "ok")
     assert not os.path.exists(tmp_target)  # went to the private tmpfs (or was refused): nothing is left
     assert not os.path.exists(root_target)
@@ -516,6 +531,20 @@ def test_batch_preserves_input_order_and_runs_in_parallel():
 
 def test_measure_throughput_reports_rates_with_default_pool_size():
     stats = measure_throughput(6)
-    assert set(stats) == {"n_programs", "seconds", "programs_per_s", "n_workers"}
+    assert set(stats) == {"n_programs", "seconds", "programs_per_s", "n_workers", "isolation"}
     assert stats["n_programs"] == 6 and stats["n_workers"] == os.cpu_count()
     assert stats["programs_per_s"] == pytest.approx(6 / stats["seconds"])
+
+
+def test_verifier_results_count_suspicious_programs_and_child_decided_tests():
+    from ebft_repro.evaluation import verifier_results
+    from ebft_repro.tasks.base import Example
+
+    tests = (*ADD_TESTS, "for a in range(2):\n    assert add(a, 0) == a")
+    example = Example(prompt="", completion=ADD, unit_tests=tests, entry_point="add", uid="add")
+    liar = "class A:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return A()\n"
+    rewards, stats = verifier_results([example] * 3, [ADD, liar, liar])
+    # The liar fails the three parent-decided tests but passes the loop, decided in the child: the
+    # residual risk that the two counts make visible.
+    assert rewards == [1.0, 0.25, 0.25]
+    assert stats == {"suspicious_programs": 2.0, "tests_decided_in_child": 3.0}
