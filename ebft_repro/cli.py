@@ -1,4 +1,9 @@
-"""Command line: ``python -m ebft_repro {prepare,train,evaluate,reproduce}`` (script ``ebft-repro``)."""
+"""Command line: ``python -m ebft_repro {prepare,train,evaluate,reproduce}`` (script ``ebft-repro``).
+
+Every bad input ends in one line ``ebft-repro: error: ...`` and exit code 2 (a config value, an unknown
+field, an unwritable ``--out``, a run folder holding another config or a corrupt file); a run whose loss
+becomes non-finite ends the same way with exit code 1. ``docs/runs.md`` lists the checks.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", default=None, help="run directory (default: results/<preset>/runs/<run name>)"
     )
-    train.add_argument("--force", action="store_true", help="recompute even if a finished run exists")
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="discard the run folder's summary, metrics and checkpoint and recompute (needed when the folder"
+        " holds a run of another config, or a corrupt file)",
+    )
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model (no training) on a task")
     _add_run_options(evaluate)
@@ -71,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of {METHODS}")
     reproduce.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
     reproduce.add_argument("--out", default=None, help="output folder (default: results/<preset>)")
-    reproduce.add_argument("--force", action="store_true", help="recompute cached runs")
+    reproduce.add_argument(
+        "--force", action="store_true", help="recompute every run instead of reusing finished ones"
+    )
     reproduce.add_argument(
         "--no-lr-sweep", action="store_true", help="use each preset's first learning rate only"
     )
@@ -101,12 +113,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .models import resolve_model_path
     from .trainer import train
-    from .utils import results_dir
+    from .utils import ensure_writable, results_dir
 
     cfg = _config(args, args.method)
     if not cfg.model.startswith("builtin:"):
         resolve_model_path(cfg.model)  # fail on a bad path before any run file is written
     out = Path(args.out) if args.out else results_dir() / cfg.preset / "runs" / cfg.run_name
+    ensure_writable(out)  # before any model is loaded or built
     result = train(cfg, run_dir=out, force=args.force)
     print(json.dumps({k: v for k, v in result.summary.items() if k != "config"}, indent=2))
     return 0
@@ -125,19 +138,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .runner import reproduce
+    from .runner import run_reproduction
+    from .utils import ensure_writable, results_dir
 
-    out = reproduce(
+    for task in args.tasks:  # every config is checked before the first run starts
+        for method in args.methods:
+            for seed in args.seeds or [None]:
+                apply_overrides(get_preset(args.preset, task, method, seed=seed), args.overrides)
+    out = Path(args.out) if args.out else results_dir() / args.preset
+    ensure_writable(out)
+    result = run_reproduction(
         args.preset,
         tasks=args.tasks,
         methods=args.methods,
         seeds=args.seeds,
-        out_dir=Path(args.out) if args.out else None,
+        out_dir=out,
         force=args.force,
         lr_sweep=not args.no_lr_sweep,
         overrides=args.overrides,
     )
-    print(f"wrote {out}")
+    print(result.message())
     return 0
 
 
@@ -170,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _validate(args)
         return commands[args.command](args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, a run folder or file that cannot be used
         print(f"ebft-repro: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # trainer.NonFiniteError: the input was valid, training diverged
+        print(f"ebft-repro: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,39 +1,146 @@
 """Frozen configuration dataclasses, presets and dotted overrides.
 
-Nothing here imports models. Every field has a default and a docstring line; ``__post_init__`` validates and
-raises errors that name the field and the allowed values. Presets are functions (:func:`tiny`, :func:`small`,
-:func:`paper`); overrides go through :func:`apply_overrides` (``"sampler.stride=4"``).
+Nothing here imports models. Every field has a default and a docstring line; ``__post_init__`` validates the
+type of every field (from its annotation), rejects non-finite numbers, checks values and raises errors that
+name the field as a dotted path (``optim.lr``) and the allowed values. Presets are functions (:func:`tiny`,
+:func:`small`, :func:`paper`); overrides go through :func:`apply_overrides` (``"sampler.stride=4"``), which
+applies all of them and then validates the whole config once. ``docs/runs.md`` lists every check.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 TASKS = ("qa_code", "code", "translation")
 METHODS = ("ebft", "sft", "rlvr")
-PRESETS = ("tiny", "small", "paper")
+PRESETS = ("tiny", "cpu", "small", "paper")
 WHITENING = ("none", "sample", "feature")
 POOLING = ("last_token", "mean", "concat")
 SCHEDULES = ("constant", "cosine")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def _path(obj: object, name: str) -> str:
+    """The dotted name of a field, as users write it in ``--set`` (``sampler.stride``, ``seed``)."""
+    if isinstance(obj, ExperimentConfig):
+        return name
+    return f"{_SECTION_NAMES.get(type(obj), type(obj).__name__)}.{name}"
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split an annotation string on ``sep`` outside brackets: ``"tuple[a, b] | None"`` on ``|``."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == sep and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return parts + [text[start:].strip()]
+
+
+def _tuple_items(alternative: str) -> list[str] | None:
+    """Item annotations of ``tuple[...]`` (the last is ``...`` for variable length), else None."""
+    if alternative.startswith("tuple[") and alternative.endswith("]"):
+        return _split_top(alternative[len("tuple[") : -1], ",")
+    return None
+
+
+def _matches(annotation: str, value: Any) -> bool:
+    """Whether ``value`` has the type an annotation string names (int, float, bool, str, None, tuples)."""
+    return any(_matches_one(alternative, value) for alternative in _split_top(annotation, "|"))
+
+
+def _matches_one(alternative: str, value: Any) -> bool:
+    simple = {
+        "None": lambda v: v is None,
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+    }
+    if alternative in simple:
+        return simple[alternative](value)
+    items = _tuple_items(alternative)
+    if items is None:
+        raise TypeError(f"config annotation {alternative!r} is not supported by the validator")
+    if not isinstance(value, tuple):
+        return False
+    if items[-1] == "...":
+        return all(_matches(items[0], item) for item in value)
+    return len(value) == len(items) and all(_matches(a, item) for a, item in zip(items, value))
+
+
+def _describe(annotation: str) -> str:
+    """Human words for an annotation: ``int | None`` -> ``an integer or none``."""
+    words = {"None": "none", "bool": "true or false", "int": "an integer", "float": "a finite number"}
+    described = []
+    for alternative in _split_top(annotation, "|"):
+        items = _tuple_items(alternative)
+        if alternative in words or alternative == "str":
+            described.append(words.get(alternative, "a string"))
+        elif items and items[-1] == "...":
+            described.append(f"a comma-separated list of ({_describe(items[0])})")
+        elif items:
+            described.append(f"{len(items)} comma-separated values ({', '.join(map(_describe, items))})")
+        else:
+            described.append(alternative)
+    return " or ".join(described)
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, tuple):
+        return [number for item in value for number in _numbers(item)]
+    return [value] if isinstance(value, float) else []
+
+
+def _check_fields(obj: object) -> None:
+    """Every field has its annotated type (sections: their class) and every float is finite."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(f.default_factory):
+            if not isinstance(value, f.default_factory):
+                kind = f.default_factory.__name__
+                raise ValueError(f"{_path(obj, f.name)} must be a {kind}, got {value!r}")
+            continue
+        if not _matches(f.type, value):
+            raise ValueError(f"{_path(obj, f.name)}={value!r} must be {_describe(f.type)}")
+        if not all(math.isfinite(number) for number in _numbers(value)):
+            raise ValueError(f"{_path(obj, f.name)}={value!r} must be finite (no nan or inf)")
 
 
 def _check_choice(obj: object, name: str, allowed: tuple) -> None:
     value = getattr(obj, name)
     if value not in allowed:
-        raise ValueError(f"{type(obj).__name__}.{name}={value!r} is not one of {allowed}")
+        raise ValueError(f"{_path(obj, name)}={value!r} is not one of {allowed}")
 
 
 def _check_positive(obj: object, *names: str, allow_zero: bool = False) -> None:
     for name in names:
         value = getattr(obj, name)
-        if value < 0 or (value == 0 and not allow_zero):
+        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
             bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{type(obj).__name__}.{name}={value!r} must be {bound}")
+            raise ValueError(f"{_path(obj, name)}={value!r} must be {bound}")
+
+
+def _check_range(obj: object, name: str, interval: str) -> None:
+    """``interval`` like ``"[0, 1)"`` or ``"(0, 1]"``: the allowed closed/open bounds."""
+    value = getattr(obj, name)
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    if not (above and below):
+        raise ValueError(f"{_path(obj, name)}={value!r} must be in {interval}")
 
 
 @dataclass(frozen=True)
@@ -55,20 +162,30 @@ class BaseModelConfig:
     pretrain_seq_len: int = 128
     pretrain_lr: float = 3e-3
     n_qa_docs: int = 4000
-    """Generated Q&A coding problems (train split only) in the pretraining corpus."""
+    """Generated Q&A coding problems (their `pretrain` split: at most ~2.5k) in the pretraining corpus."""
     n_code_files: int = 150
-    """Standard-library files (train split only) in the pretraining corpus."""
+    """Standard-library files (their `pretrain` split) in the pretraining corpus."""
     n_translation_pairs: int = 4000
-    """Bible verse pairs (train split only) in the pretraining corpus."""
+    """Bible verse Examples (their `pretrain` split, disjoint from train) in the pretraining corpus."""
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice(self, "architecture", ARCHITECTURES)
         _check_positive(self, "vocab_size", "hidden_size", "n_layers", "n_heads", "intermediate_size")
-        _check_positive(self, "pretrain_batch_size", "pretrain_seq_len", "pretrain_lr")
-        _check_positive(self, "pretrain_steps", allow_zero=True)
+        _check_positive(self, "max_position_embeddings", "pretrain_batch_size", "pretrain_seq_len")
+        _check_positive(self, "pretrain_lr")
+        counts = ("pretrain_steps", "n_qa_docs", "n_code_files", "n_translation_pairs", "seed")
+        _check_positive(self, *counts, allow_zero=True)
         if self.hidden_size % self.n_heads:
-            raise ValueError(f"BaseModelConfig.hidden_size={self.hidden_size} must be divisible by n_heads")
+            raise ValueError(
+                f"base.hidden_size={self.hidden_size} must be divisible by base.n_heads={self.n_heads}"
+            )
+        if self.pretrain_seq_len > self.max_position_embeddings:
+            raise ValueError(
+                f"base.pretrain_seq_len={self.pretrain_seq_len} must be <= base.max_position_embeddings"
+                f"={self.max_position_embeddings}"
+            )
 
 
 @dataclass(frozen=True)
@@ -93,7 +210,12 @@ class DataConfig:
     """Seed of the split generator, independent of the training seed."""
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_positive(self, "seq_len", "n_train", "n_val", "n_test", "n_val_chunks")
+        _check_positive(self, "max_source_chars", "max_chars_per_file")  # None = no limit
+        _check_positive(self, "split_seed", allow_zero=True)
+        if self.source is not None and not self.source.strip():
+            raise ValueError("data.source='' must be none or a file / dataset name")
 
 
 @dataclass(frozen=True)
@@ -114,10 +236,10 @@ class SamplerConfig:
     """KV-cached sampling (this package's default) vs the authors' full recompute per step."""
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_positive(self, "stride", "context_len", "gen_len", "n_samples")
         _check_positive(self, "temperature", allow_zero=True)
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"SamplerConfig.top_p={self.top_p} must be in (0, 1]")
+        _check_range(self, "top_p", "(0, 1]")
 
 
 @dataclass(frozen=True)
@@ -132,9 +254,19 @@ class FeaturizerConfig:
     """None: a frozen copy of the initial policy; else a model name or path (e.g. the base in warm starts)."""
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice(self, "pooling", POOLING)
         if not self.layers:
-            raise ValueError("FeaturizerConfig.layers must name at least one layer")
+            raise ValueError("featurizer.layers must name at least one layer")
+        for layer in self.layers:
+            bad_fraction = isinstance(layer, float) and not 0.0 < layer < 1.0
+            if bad_fraction or (isinstance(layer, int) and layer < 0):
+                raise ValueError(
+                    f"featurizer.layers={self.layers!r}: {layer!r} must be a depth fraction in (0, 1)"
+                    " or a hidden-state index >= 0"
+                )
+        if self.feature_model is not None and not self.feature_model.strip():
+            raise ValueError("featurizer.feature_model='' must be none or a model name or path")
 
 
 @dataclass(frozen=True)
@@ -155,6 +287,7 @@ class LossConfig:
     kl_estimator: str = "k2"
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice(self, "whitening", WHITENING)
         _check_choice(self, "kl_estimator", KL_ESTIMATORS)
         _check_positive(
@@ -179,11 +312,16 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice(self, "schedule", SCHEDULES)
-        _check_positive(self, "lr")
-        _check_positive(self, "grad_clip", "weight_decay", "warmup_frac", allow_zero=True)
+        _check_positive(self, "lr", "grad_clip")
+        _check_positive(self, "weight_decay", allow_zero=True)
+        _check_range(self, "warmup_frac", "[0, 1]")
+        _check_range(self, "min_lr_ratio", "[0, 1]")
         if any(lr <= 0 for lr in self.lr_grid):
-            raise ValueError(f"OptimConfig.lr_grid={self.lr_grid} must hold positive learning rates")
+            raise ValueError(f"optim.lr_grid={self.lr_grid} must hold positive learning rates")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"optim.betas={self.betas} must be two numbers in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -196,8 +334,10 @@ class RLVRConfig:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_positive(self, "prompts_per_step", "max_new_tokens")
-        _check_positive(self, "temperature")
+        _check_positive(self, "temperature")  # log-probs divide by it
+        _check_range(self, "top_p", "(0, 1]")
 
 
 @dataclass(frozen=True)
@@ -218,8 +358,10 @@ class EvalConfig:
     """Downstream split: ``test`` for reporting, ``validation`` for learning-rate selection."""
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_positive(self, "every_steps", "n_prompts", "n_samples", "max_new_tokens")
-        _check_positive(self, "n_fm_chunks", allow_zero=True)
+        _check_positive(self, "n_fm_chunks", "temperature", allow_zero=True)  # temperature 0 = greedy
+        _check_range(self, "top_p", "(0, 1]")
         _check_choice(self, "split", ("test", "validation"))
 
 
@@ -252,10 +394,13 @@ class TrainConfig:
     """Save the final policy under ``<run_dir>/model`` (git-ignored)."""
 
     def __post_init__(self) -> None:
-        _check_positive(self, "n_steps", "chunks_per_step", "checkpoint_every_steps")
+        _check_fields(self)
+        _check_positive(self, "n_steps", "chunks_per_step", "checkpoint_every_steps", "lora_alpha")
         _check_positive(self, "micro_batch_size", "lora_rank", allow_zero=True)
-        _check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
-        _check_choice(self, "feature_dtype", ("float32", "bfloat16", "float16"))
+        _check_choice(self, "dtype", DTYPES)
+        _check_choice(self, "feature_dtype", DTYPES)
+        if not _DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"train.device={self.device!r} is not one of {DEVICES} (N: a GPU index)")
 
 
 @dataclass(frozen=True)
@@ -279,9 +424,13 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice(self, "method", METHODS)
         _check_choice(self, "task", TASKS)
         _check_choice(self, "preset", PRESETS)
+        _check_positive(self, "seed", allow_zero=True)
+        if not self.model.strip():
+            raise ValueError("model='' must be builtin:<preset>, a local directory or a hub name")
         sampler, seq_len = self.sampler, self.data.seq_len
         span = seq_len - sampler.gen_len - sampler.context_len
         if span < 0:
@@ -302,86 +451,159 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Rebuild an ExperimentConfig from :meth:`ExperimentConfig.to_dict` output (JSON lists become tuples)."""
+_SECTION_NAMES = {
+    f.default_factory: f.name for f in fields(ExperimentConfig) if dataclasses.is_dataclass(f.default_factory)
+}
+"""Section class -> its field name in ExperimentConfig, for dotted error messages."""
+
+
+def _sections() -> dict[str, type]:
+    return {name: cls for cls, name in _SECTION_NAMES.items()}
+
+
+def _known(names, what: str, key: str) -> None:
+    if key not in names:
+        raise ValueError(f"unknown {what} {key!r}; known: {sorted(names)}")
+
+
+def _build(values: dict[str, Any]) -> ExperimentConfig:
+    """Construct every section from its dict, then the config, once: validation sees the final values.
+
+    Missing fields take their defaults; unknown fields raise ``ValueError`` naming them.
+    """
+    sections = _sections()
     kwargs = {}
-    for f in fields(ExperimentConfig):
-        value = data[f.name]
-        cls = f.default_factory
-        if cls is not dataclasses.MISSING and dataclasses.is_dataclass(cls):
-            sub = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-            value = cls(**sub)
-        kwargs[f.name] = value
+    for key, value in values.items():
+        _known({f.name for f in fields(ExperimentConfig)}, "config field", key)
+        if key in sections and isinstance(value, dict):
+            for name in value:
+                _known({f.name for f in fields(sections[key])}, f"field of section {key!r}", name)
+            value = sections[key](**value)
+        kwargs[key] = value
     return ExperimentConfig(**kwargs)
 
 
-def _parse_value(text: str, current: Any) -> Any:
-    """Parse an override string into the type of the current value."""
-    if isinstance(current, bool):
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
-    if isinstance(current, str):
-        return text
-    if text.lower() in ("none", "null"):
-        return None
-    if isinstance(current, tuple):
-        items = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t]
-        return tuple(float(x) if isinstance(x, str) and "." in x else json.loads(str(x)) for x in items)
-    if isinstance(current, int):
+def _values(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as nested dicts of field values (sections one level deep; tuples stay tuples)."""
+    values = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = {sub.name: getattr(value, sub.name) for sub in fields(value)}
+        values[f.name] = value
+    return values
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+def from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Rebuild an ExperimentConfig from :meth:`ExperimentConfig.to_dict` output (JSON lists become tuples).
+
+    Fields missing from ``data`` (added to the package after it was written) take their defaults.
+
+    Raises:
+        ValueError: naming an unknown field or an invalid value.
+    """
+    values = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = {name: _tuples(item) for name, item in value.items()}
+        values[key] = _tuples(value)
+    return _build(values)
+
+
+def _parse_one(text: str, alternative: str) -> Any:
+    """Parse ``text`` as one annotation alternative: ``int``, ``float``, ``bool``, ``str``, ``tuple[...]``."""
+    if alternative == "bool":
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in words:
+            raise ValueError(text)
+        return words[text.lower()]
+    if alternative == "int":
         return int(text)
-    if isinstance(current, float):
+    if alternative == "float":
         return float(text)
-    if current is None:
+    if alternative == "str":
+        return text
+    items = _tuple_items(alternative)
+    if items is None:
+        raise ValueError(text)
+    raw = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
+    if not isinstance(raw, list) or (items[-1] != "..." and len(raw) != len(items)):
+        raise ValueError(text)
+    annotations = [items[0]] * len(raw) if items[-1] == "..." else items
+    return tuple(_parse_value(str(item).strip(), a) for item, a in zip(raw, annotations))
+
+
+def _parse_value(text: str, annotation: str) -> Any:
+    """Parse an override string into the type its field's annotation names (``none`` for optional fields).
+
+    Raises:
+        ValueError: saying what was expected, e.g. ``expected an integer, got 'none'``.
+    """
+    order = ("None", "bool", "int", "float", "tuple", "str")  # "1" is an int before it is a float
+    rank = {name: i for i, name in enumerate(order)}
+    alternatives = sorted(_split_top(annotation, "|"), key=lambda a: rank.get(a.split("[")[0], len(order)))
+    for alternative in alternatives:
+        if alternative == "None":
+            if text.strip().lower() in ("none", "null"):
+                return None
+            continue
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-    return text
+            return _parse_one(text.strip() if alternative != "str" else text, alternative)
+        except (ValueError, json.JSONDecodeError):
+            continue
+    raise ValueError(f"expected {_describe(annotation)}, got {text!r}")
+
+
+def _parse_override(override: str) -> tuple[str, str | None, Any]:
+    """``"section.field=value"`` -> (section or field, field or None, parsed value), names checked."""
+    if "=" not in override:
+        raise ValueError(f"override {override!r} must look like section.field=value")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    sections = _sections()
+    try:
+        if len(parts) == 1:
+            if parts[0] in sections:
+                raise ValueError(f"{parts[0]!r} is a section; set its fields as {parts[0]}.<field>=value")
+            _known({f.name for f in fields(ExperimentConfig)} - set(sections), "field", parts[0])
+            annotation = next(f.type for f in fields(ExperimentConfig) if f.name == parts[0])
+            return parts[0], None, _parse_value(text, annotation)
+        if len(parts) != 2:
+            raise ValueError("must look like section.field=value")
+        section, name = parts
+        _known(sections, "section", section)
+        known = {f.name: f.type for f in fields(sections[section])}
+        _known(known, f"field of {section}", name)
+        return section, name, _parse_value(text, known[name])
+    except ValueError as err:
+        raise ValueError(f"override {override!r}: {err}") from None
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | tuple[str, ...]) -> ExperimentConfig:
     """Apply dotted ``section.field=value`` (or top-level ``field=value``) overrides.
 
+    Every override is parsed first; the config is then built and validated once, so checks that span
+    fields (the strided layout needs ``(seq_len - gen_len - context_len) % stride == 0``) see the final
+    values whatever the order of the overrides.
+
     Raises:
-        ValueError: naming the override when the section or field is unknown or the value does not parse.
+        ValueError: naming the override when the section or field is unknown or the value does not parse,
+            and naming the field (dotted) and the allowed values when the resulting config is invalid.
     """
+    if not overrides:
+        return cfg
+    values = _values(cfg)
     for override in overrides:
-        if "=" not in override:
-            raise ValueError(f"override {override!r} must look like section.field=value")
-        key, text = override.split("=", 1)
-        parts = key.strip().split(".")
-        if len(parts) == 1:
-            names = {f.name for f in fields(cfg)}
-            if parts[0] not in names:
-                raise ValueError(f"override {override!r}: unknown field {parts[0]!r}; known: {sorted(names)}")
-            try:
-                value = _parse_value(text, getattr(cfg, parts[0]))
-            except ValueError as err:
-                raise ValueError(f"override {override!r}: {err}") from None
-            cfg = replace(cfg, **{parts[0]: value})
-            continue
-        if len(parts) != 2:
-            raise ValueError(f"override {override!r} must look like section.field=value")
-        section_name, field_name = parts
-        section = getattr(cfg, section_name, None)
-        if section is None or not dataclasses.is_dataclass(section):
-            sections = [f.name for f in fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-            raise ValueError(f"override {override!r}: unknown section {section_name!r}; known: {sections}")
-        known = {f.name for f in fields(section)}
-        if field_name not in known:
-            raise ValueError(
-                f"override {override!r}: {type(section).__name__} has no field {field_name!r};"
-                f" known: {sorted(known)}"
-            )
-        try:
-            value = _parse_value(text, getattr(section, field_name))
-        except ValueError as err:
-            raise ValueError(f"override {override!r}: {err}") from None
-        cfg = replace(cfg, **{section_name: replace(section, **{field_name: value})})
-    return cfg
+        section, name, value = _parse_override(override)
+        if name is None:
+            values[section] = value
+        else:
+            values[section][name] = value
+    return _build(values)
 
 
 # ----------------------------------------------------------------------------------------------- presets
@@ -420,6 +642,44 @@ def tiny(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experime
     )
     grids = {"ebft": (3e-4, 1e-3), "sft": (3e-4, 1e-3), "rlvr": (3e-4, 1e-3)}
     return _method_defaults(_task_defaults(cfg), grids)
+
+
+def cpu(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> ExperimentConfig:
+    """Evidence on 2 CPU cores (docs/cpu.md): a ~4.5M-parameter base pretrained here, L=128, 3 seeds.
+
+    Sized so that the base model is off the floor of every metric (Q&A pass@1 on 128 test problems x 4
+    samples, BLEU on 128 test pairs) and the whole comparison (base model, 3 tasks x 3 methods, a
+    3-point learning-rate grid on seed 0, seeds 1-2 at the pick) fits an afternoon on a laptop.
+    """
+    cfg = ExperimentConfig(
+        method=method,
+        task=task,
+        seed=seed,
+        preset="cpu",
+        model="builtin:cpu",
+        base=BaseModelConfig(
+            vocab_size=4096,
+            hidden_size=256,
+            n_layers=4,
+            n_heads=4,
+            intermediate_size=768,
+            pretrain_steps=1200,
+            pretrain_batch_size=16,
+            pretrain_seq_len=256,
+            pretrain_lr=2e-3,
+            n_qa_docs=3000,
+            n_code_files=400,
+            n_translation_pairs=12000,
+        ),
+        data=DataConfig(seq_len=128, n_train=2000, n_val=128, n_test=128, n_val_chunks=16),
+        train=TrainConfig(n_steps=40, chunks_per_step=4, checkpoint_every_steps=10),
+        eval=EvalConfig(every_steps=20, n_prompts=128, n_samples=4, max_new_tokens=64, n_fm_chunks=4),
+        rlvr=RLVRConfig(prompts_per_step=4, max_new_tokens=64),
+    )
+    if task == "translation":  # BLEU/chrF are computed on one sample per prompt
+        cfg = replace(cfg, eval=replace(cfg.eval, n_samples=1))
+    grid = (1e-4, 3e-4, 1e-3)
+    return _method_defaults(_task_defaults(cfg), {"ebft": grid, "sft": grid, "rlvr": grid})
 
 
 def small(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> ExperimentConfig:
@@ -486,7 +746,7 @@ def paper(task: str = "qa_code", method: str = "ebft", seed: int = 43) -> Experi
     return _method_defaults(_task_defaults(cfg), grids)
 
 
-_PRESET_FUNCS = {"tiny": tiny, "small": small, "paper": paper}
+_PRESET_FUNCS = {"tiny": tiny, "cpu": cpu, "small": small, "paper": paper}
 
 
 def get_preset(preset: str, task: str, method: str, seed: int | None = None) -> ExperimentConfig:

@@ -66,20 +66,53 @@ def make_causal_lm(cfg: BaseModelConfig, vocab_size: int, *, bos_id: int, eos_id
     return model
 
 
+def check_readable(directory: Path) -> None:
+    """Open every file of a model folder, so that an unreadable one fails here and not as a confusing
+    "file not found" deep inside ``from_pretrained``.
+
+    Raises:
+        PermissionError: saying "permission denied", naming the file and how to fix it.
+    """
+    directory = Path(directory)
+    current = directory
+    try:
+        for current in sorted(directory.iterdir()):
+            if current.is_file():
+                with open(current, "rb"):
+                    pass
+    except PermissionError:
+        try:
+            info = current.stat()
+            detail = f" (mode {info.st_mode & 0o777:o}, owner uid {info.st_uid})"
+        except OSError:
+            detail = ""
+        raise PermissionError(
+            f"permission denied: cannot read {current}{detail}: ask its owner to make it readable"
+            " (chmod a+r), or set EBFT_CACHE_DIR to a cache folder of your own"
+        ) from None
+
+
 def resolve_model_path(name: str, cfg: object | None = None) -> str:
-    """Turn ``builtin:<preset>`` into the cached base-model directory (building it if needed)."""
+    """Turn ``builtin:<preset>`` into the cached base-model directory (building it if needed).
+
+    Raises:
+        ValueError: for a path that is not a saved model; PermissionError for one that cannot be read.
+    """
     if name.startswith("builtin:"):
         from .pretrain import ensure_base_model
 
         if cfg is None:
             raise ValueError(f"model={name!r} needs the experiment config to locate the built-in base model")
-        return str(ensure_base_model(cfg.base, cfg.data, name=name.split(":", 1)[1]))
+        path = ensure_base_model(cfg.base, cfg.data, name=name.split(":", 1)[1])
+        check_readable(path)
+        return str(path)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise ValueError(
                 f"model={name!r}: the directory has no config.json (not a saved Hugging Face model)"
             )
+        check_readable(path)
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ValueError(

@@ -1,62 +1,73 @@
 """Build this package's own base model offline: a byte-level BPE tokenizer and a small causal LM.
 
 No hub is reachable here, so the ``builtin:<preset>`` base model is pretrained from scratch on a mixture of
-the three task corpora (train splits only): generated Q&A coding problems, CPython standard-library source,
-and Spanish/English Bible verse pairs. The base therefore knows the task formats and has non-zero task
-accuracy, which RLVR needs for a reward signal. The result is saved with ``save_pretrained`` under
-``data/cache/base-<name>-<hash>/``, keyed by a hash of the base and data configs, and reused.
+the three task corpora (their ``pretrain`` splits, disjoint from the fine-tuning and evaluation splits):
+generated Q&A coding problems, CPython standard-library source, and Spanish/English Bible verse pairs
+(docs/data.md). The base therefore knows the task formats and has non-zero task accuracy, which RLVR needs for
+a reward signal, while the fine-tuning examples are new to it. The result is saved with ``save_pretrained``
+under ``data/cache/base-<name>-<hash>/``, keyed by a hash of the base and data configs, and reused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
+import hashlib
+import json
 import logging
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from .config import BaseModelConfig, DataConfig
-from .utils import cache_dir, config_hash, progress, seed_everything, write_json
+from .utils import cache_dir, config_hash, file_lock, file_mode, progress, seed_everything, write_json
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 2  # bump when the corpus recipe changes, so cached base models are rebuilt
+CORPUS_VERSION = 3  # bump when the corpus recipe changes, so cached base models are rebuilt
 
 
 def pretraining_corpus(base: BaseModelConfig, data: DataConfig) -> list[str]:
-    """Documents for LM pretraining, with every validation/test example of every task held out."""
+    """Documents for LM pretraining: each task's ``pretrain`` split, never its train or evaluation splits.
+
+    Every task has four disjoint splits (docs/data.md): fine-tuning data (train) is new to the base model,
+    as in the paper, and nothing evaluated is seen in pretraining. The corpus does not depend on
+    ``data.n_train``; as a safety net any document equal to a train/validation/test example is dropped.
+    """
     from . import tasks
     from .data import load_task
 
     held_out: set[str] = set()
     for task in tasks.TASK_NAMES:
         task_data = load_task(task, data)
-        held_out |= {ex.prompt + ex.completion for ex in task_data.validation + task_data.test}
-        held_out |= {ex.uid for ex in task_data.validation + task_data.test if ex.uid}
+        for ex in task_data.train + task_data.validation + task_data.test:
+            held_out.add(ex.prompt + ex.completion)
+            if ex.uid:
+                held_out.add(ex.uid)
 
     qa = tasks.build_splits(
-        "qa_code", n_train=base.n_qa_docs, n_val=data.n_val, n_test=data.n_test, seed=data.split_seed
+        "qa_code", n_train=0, n_val=0, n_test=0, seed=data.split_seed, n_pretrain=base.n_qa_docs
     )
     code = tasks.build_splits(
         "code",
-        max_files_per_split={"train": base.n_code_files, "validation": 1, "test": 1},
+        max_files_per_split={"pretrain": base.n_code_files},
         max_chars_per_file=data.max_chars_per_file,
         seed=data.split_seed,
     )
     translation = tasks.build_splits(
         "translation",
-        n_train=base.n_translation_pairs,
+        n_train=0,
         n_val=data.n_val,
         n_test=data.n_test,
         seed=data.split_seed,
         max_source_chars=data.max_source_chars,
+        n_pretrain=base.n_translation_pairs,
     )
     documents = []
-    for examples in (qa["train"], code["train"], translation["train"]):
+    for examples in (qa["pretrain"], code["pretrain"], translation["pretrain"]):
         for ex in examples:
             if ex.prompt + ex.completion in held_out or (ex.uid and ex.uid in held_out):
                 continue
@@ -142,19 +153,109 @@ def base_model_dir(base: BaseModelConfig, data: DataConfig, name: str) -> Path:
     return cache_dir() / f"base-{name}-{key}"
 
 
+MANIFEST_NAME = "DONE"
+"""Written last by a build: the size and sha256 of every file of the model, checked on every load."""
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(out_dir: Path) -> dict[str, dict]:
+    return {
+        path.name: {"size": path.stat().st_size, "sha256": _file_digest(path)}
+        for path in sorted(out_dir.iterdir())
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file is truncated or garbage (header vs size), or None if it is whole."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        n_header = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n_header < 0 or 8 + n_header > size:
+            return "its header is cut off"
+        try:
+            header = json.loads(handle.read(n_header))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "its header is not valid JSON"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    expected = 8 + n_header + max(ends, default=0)
+    return None if size == expected else f"it has {size} bytes where its header describes {expected}"
+
+
+def cache_problem(out_dir: Path) -> str | None:
+    """What is wrong with a built base model folder, or None when it is complete and unchanged.
+
+    Builds record every file's size and sha256 in ``DONE`` (the manifest). Folders from before manifests
+    (``DONE`` reads ``ok``) get a structural check: the safetensors header against the file size, and
+    every JSON file parses.
+
+    Raises:
+        PermissionError: saying "permission denied" and the file, when a file cannot be read.
+    """
+    done = out_dir / MANIFEST_NAME
+    if not done.exists():
+        return "it was never finished (no DONE marker)"
+    try:
+        text = done.read_text()
+        manifest = json.loads(text) if text.strip() != "ok" else None
+        if manifest is not None:
+            actual = _manifest(out_dir)
+            changed = sorted(
+                name for name in manifest.keys() | actual.keys() if manifest.get(name) != actual.get(name)
+            )
+            return f"files differ from its manifest: {changed}" if changed else None
+        for path in sorted(out_dir.iterdir()):
+            problem = _safetensors_problem(path) if path.suffix == ".safetensors" else None
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            if problem:
+                return f"{path.name}: {problem}"
+    except PermissionError as err:
+        raise PermissionError(
+            f"permission denied reading the cached base model file {err.filename}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError, TypeError, IndexError) as err:
+        return f"a file cannot be read back ({type(err).__name__}: {err})"
+    return None
+
+
+def share_with_umask(directory: Path) -> None:
+    """Give a built folder the modes the umask allows (``save_pretrained`` writes safetensors as 0600,
+    which other users of a shared cache could not read)."""
+    directory.chmod(file_mode(directory=True))
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(file_mode())
+
+
 def ensure_base_model(
     base: BaseModelConfig, data: DataConfig, *, name: str = "tiny", force: bool = False
 ) -> Path:
-    """Return the directory of the built-in base model, building it first if it is not cached."""
+    """Return the directory of the built-in base model, building it first if it is not cached.
 
+    A cached folder whose files do not match its manifest (truncated, edited, half-copied) is rebuilt with
+    a warning: it is a cache, so nothing is lost.
+    """
     out_dir = base_model_dir(base, data, name)
-    if (out_dir / "DONE").exists() and not force:
+    if not force and cache_problem(out_dir) is None:
         return out_dir
     # One builder at a time (notebooks, tests and the runner may ask for the same model concurrently).
-    with open(out_dir.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out_dir / "DONE").exists() and not force:
+    with file_lock(out_dir.with_suffix(".lock"), what=f"building {out_dir.name}"):
+        problem = None if force else cache_problem(out_dir)
+        if not force and problem is None:
             return out_dir
+        if out_dir.exists():
+            if (out_dir / MANIFEST_NAME).exists() and not force:
+                log.warning("cached base model %s is damaged (%s); rebuilding it", out_dir, problem)
+            shutil.rmtree(out_dir)
         _build_base_model(base, data, name, out_dir)
     return out_dir
 
@@ -194,4 +295,5 @@ def _build_base_model(base: BaseModelConfig, data: DataConfig, name: str, out_di
             "seconds": round(time.time() - started, 1),
         },
     )
-    (out_dir / "DONE").write_text("ok\n")
+    share_with_umask(out_dir)
+    write_json(out_dir / MANIFEST_NAME, _manifest(out_dir))  # last: its presence means the build finished

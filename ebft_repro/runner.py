@@ -13,21 +13,35 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import METHODS, TASKS, apply_overrides, get_preset
 from .evaluation import primary_metric
 from .report import mean_interval
-from .trainer import train
-from .utils import environment_info, read_json, results_dir, write_json
+from .trainer import STEP0_DIR, train
+from .utils import (
+    CorruptFileError,
+    atomic_path,
+    environment_info,
+    file_lock,
+    read_json,
+    results_dir,
+    write_json,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEEDS = {"tiny": [0], "small": [0, 1, 2], "paper": [43]}
+DEFAULT_SEEDS = {"tiny": [0], "cpu": [0, 1, 2], "small": [0, 1, 2], "paper": [43]}
+MAX_GRID_EXTENSIONS = 2
+"""How many times a learning-rate grid is extended past an edge pick before the edge is accepted (and
+flagged as such in ``lr_selection.json``)."""
 REPORTED = (
     "pass@1",
     "pass@4",
+    "unit_test_pass_frac",
     "bleu",
     "chrf",
     "val_ce",
@@ -36,6 +50,23 @@ REPORTED = (
     "train_s",
     "tokens_processed",
 )
+COUNTS = ("correct_samples", "eval_samples", "solved_prompts", "eval_prompts")
+"""Raw counts behind pass@1 (correct_samples / eval_samples) and pass@k (solved_prompts / eval_prompts)."""
+
+
+def extend_grid(grid: list[float], best: float) -> float | None:
+    """The next learning rate past an edge pick (same geometric step as the grid's edge), else None.
+
+    Grids of fewer than 3 points are not extended: with 2 points every pick is an edge.
+    """
+    grid = sorted(grid)
+    if len(grid) < 3:
+        return None
+    if math.isclose(best, grid[0]):
+        return grid[0] * grid[0] / grid[1]
+    if math.isclose(best, grid[-1]):
+        return grid[-1] * grid[-1] / grid[-2]
+    return None
 
 
 def _lr_tag(lr: float) -> str:
@@ -53,6 +84,46 @@ def select_lr(summaries: dict[float, dict], task: str) -> float:
     return min(summaries.items(), key=key)[0]
 
 
+@dataclass
+class ReproduceResult:
+    """Where the reproduction was written, and how each of its runs was obtained."""
+
+    out_dir: Path
+    counts: Counter = field(default_factory=Counter)
+    """Runs per :attr:`ebft_repro.trainer.RunResult.status`: ``reused``, ``resumed``, ``computed``."""
+
+    def message(self) -> str:
+        """One line for the user: what was reused from cache, what was computed, how to recompute."""
+        reused, resumed, computed = (self.counts[k] for k in ("reused", "resumed", "computed"))
+        line = (
+            f"wrote {self.out_dir}: {reused} run(s) reused from cache (finished, same config),"
+            f" {resumed} resumed from a checkpoint, {computed} computed"
+        )
+        return line + ("; pass --force to recompute every run" if reused or resumed else "")
+
+
+def _update_selection(out_dir: Path, key: str, entry: dict) -> None:
+    """Add one pair's pick to ``lr_selection.json`` (re-read under a lock: concurrent runners merge)."""
+    path = out_dir / "lr_selection.json"
+    with file_lock(out_dir / "lr_selection.lock", what=f"updating {path}"):
+        selection = _read_selection(out_dir)
+        selection[key] = entry
+        write_json(path, selection)
+
+
+def _read_selection(out_dir: Path) -> dict:
+    path = out_dir / "lr_selection.json"
+    if not path.exists():
+        return {}
+    try:
+        return read_json(path)
+    except CorruptFileError as err:
+        raise CorruptFileError(
+            f"{err}: delete it and rerun reproduce for every task (finished runs are reused, so only the"
+            " learning-rate picks are recomputed)"
+        ) from None
+
+
 def reproduce(
     preset: str = "tiny",
     *,
@@ -64,52 +135,120 @@ def reproduce(
     lr_sweep: bool = True,
     overrides: list[str] | None = None,
 ) -> Path:
-    """Run the comparison and write ``summary.csv``, ``summary.md``, figures and per-run files."""
+    """Run the comparison (see :func:`run_reproduction`) and return its output folder."""
+    options = dict(tasks=tasks, methods=methods, seeds=seeds, out_dir=out_dir, force=force)
+    return run_reproduction(preset, lr_sweep=lr_sweep, overrides=overrides, **options).out_dir
+
+
+def run_reproduction(
+    preset: str = "tiny",
+    *,
+    tasks: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    out_dir: Path | None = None,
+    force: bool = False,
+    lr_sweep: bool = True,
+    overrides: list[str] | None = None,
+) -> ReproduceResult:
+    """Run the comparison and write ``summary.csv``, ``summary.md``, figures and per-run files.
+
+    Runs are cached per folder: a finished run with the same config is reused, an interrupted one resumes,
+    and a second runner on the same folder waits for each run's lock and then reuses it.
+    """
     tasks, methods = list(tasks or TASKS), list(methods or METHODS)
     seeds = list(seeds if seeds is not None else DEFAULT_SEEDS[preset])
     out_dir = Path(out_dir) if out_dir else results_dir() / preset
     runs_dir = out_dir / "runs"
+    step0 = runs_dir / STEP0_DIR
     started = time.time()
-    selection = read_json(out_dir / "lr_selection.json") if (out_dir / "lr_selection.json").exists() else {}
+    result = ReproduceResult(out_dir)
+    _read_selection(out_dir)  # a corrupt file fails now, not after hours of training
     for task in tasks:
         for method in methods:
             cfg = apply_overrides(get_preset(preset, task, method, seed=seeds[0]), overrides or [])
-            grid = cfg.optim.lr_grid if (lr_sweep and cfg.optim.lr_grid) else (cfg.optim.lr,)
-            sweep = {}
-            for lr in grid:
-                run_cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
-                name = run_cfg.run_name if len(grid) == 1 else f"{run_cfg.run_name}-{_lr_tag(lr)}"
-                sweep[lr] = train(run_cfg, run_dir=runs_dir / name, force=force).summary
-            best = select_lr(sweep, task)
-            selection[f"{task}-{method}"] = {
+            grid = list(cfg.optim.lr_grid if (lr_sweep and cfg.optim.lr_grid) else (cfg.optim.lr,))
+            sweep, added = {}, []
+            while True:
+                for lr in grid:
+                    if lr in sweep:
+                        continue
+                    run_cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
+                    name = run_cfg.run_name if len(grid) == 1 else f"{run_cfg.run_name}-{_lr_tag(lr)}"
+                    run = train(run_cfg, run_dir=runs_dir / name, force=force, step0_cache=step0)
+                    result.counts[run.status] += 1
+                    sweep[lr] = run.summary
+                best = select_lr(sweep, task)
+                extra = extend_grid(grid, best)
+                if extra is None or len(added) >= MAX_GRID_EXTENSIONS:
+                    break
+                log.info(
+                    "%s-%s: lr %g is at the edge of %s; extending the grid with %g",
+                    task,
+                    method,
+                    best,
+                    grid,
+                    extra,
+                )
+                added.append(extra)
+                grid = sorted(grid + [extra])
+            entry = {
                 "grid": list(grid),
                 "picked": best,
+                "extended_with": added,
+                "interior": len(grid) < 3 or grid[0] < best < grid[-1],
                 "criterion": f"val_{primary_metric(task)} at the last step of seed {seeds[0]}, ties: val_ce",
                 "validation": {
                     str(lr): s["final"].get(f"val_{primary_metric(task)}") for lr, s in sweep.items()
                 },
+                "validation_ce": {str(lr): s["final"].get("val_ce") for lr, s in sweep.items()},
             }
-            write_json(out_dir / "lr_selection.json", selection)
+            _update_selection(out_dir, f"{task}-{method}", entry)
             for seed in seeds[1:]:
                 seed_cfg = replace(cfg, seed=seed, optim=replace(cfg.optim, lr=best))
                 name = seed_cfg.run_name if len(grid) == 1 else f"{seed_cfg.run_name}-{_lr_tag(best)}"
-                train(seed_cfg, run_dir=runs_dir / name, force=force)
+                result.counts[
+                    train(seed_cfg, run_dir=runs_dir / name, force=force, step0_cache=step0).status
+                ] += 1
     write_json(out_dir / "environment.json", environment_info() | {"wall_s": round(time.time() - started, 1)})
-    aggregate(out_dir, selection)
-    return out_dir
+    aggregate(out_dir, _read_selection(out_dir))
+    log.info(result.message())
+    return result
 
 
 def collect_runs(out_dir: Path, selection: dict | None = None) -> list[dict]:
     """Finished runs under ``out_dir/runs``; with a selection, only the picked learning rate of each pair."""
     runs = []
     for summary_path in sorted((Path(out_dir) / "runs").glob("*/summary.json")):
-        summary = read_json(summary_path)
+        try:
+            summary = read_json(summary_path)
+        except CorruptFileError as err:
+            raise CorruptFileError(
+                f"{err}: remove {summary_path.parent} (or rerun reproduce with --force) to recompute it"
+            ) from None
         pick = (selection or {}).get(f"{summary['task']}-{summary['method']}")
         if pick and len(pick["grid"]) > 1 and not math.isclose(summary["lr"], pick["picked"]):
             continue
         summary["run_dir"] = str(summary_path.parent)
         runs.append(summary)
     return runs
+
+
+def base_records(runs: list[dict]) -> list[dict]:
+    """One ``base`` row per (task, seed): the step-0 evaluation, before any update.
+
+    Every method starts from the same checkpoint and evaluates step 0 with the same random streams, so the
+    step-0 metrics of a (task, seed) agree across its runs; the first run (by method name) supplies them.
+    """
+    first: dict[tuple[str, int], dict] = {}
+    for run in sorted(runs, key=lambda r: (r["task"], r["seed"], r["method"])):
+        first.setdefault((run["task"], run["seed"]), run)
+    rows = []
+    for (task, seed), run in sorted(first.items()):
+        row = {"task": task, "method": "base", "seed": seed, "lr": float("nan")}
+        row |= {k: v for k, v in run["initial"].items() if k in REPORTED + COUNTS}
+        rows.append(row | {"train_s": 0.0, "tokens_processed": 0.0})
+    return rows
 
 
 def aggregate(out_dir: Path, selection: dict | None = None):
@@ -121,29 +260,51 @@ def aggregate(out_dir: Path, selection: dict | None = None):
     runs = collect_runs(out_dir, selection)
     if not runs:
         raise ValueError(f"no finished runs under {out_dir}/runs")
-    records = []
+    records = base_records(runs)
     for run in runs:
         row = {"task": run["task"], "method": run["method"], "seed": run["seed"], "lr": run["lr"]}
-        row |= {k: v for k, v in run["final"].items() if k in REPORTED}
+        row |= {k: v for k, v in run["final"].items() if k in REPORTED + COUNTS}
         row |= {"train_s": run["train_s"], "tokens_processed": run["tokens_processed"]}
         records.append(row)
     frame = pd.DataFrame.from_records(records)
-    frame.to_csv(out_dir / "runs.csv", index=False)
+    with atomic_path(out_dir / "runs.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     metrics = [m for m in REPORTED if m in frame.columns]
     rows = []
-    for (task, method), group in frame.groupby(["task", "method"], sort=True):
+    order = {m: i for i, m in enumerate(("base",) + METHODS)}
+    frame = frame.sort_values(
+        ["task", "method"], key=lambda col: col.map(order) if col.name == "method" else col
+    )
+    for (task, method), group in frame.groupby(["task", "method"], sort=False):
         row = {"task": task, "method": method, "n_seeds": len(group), "lr": group["lr"].iloc[0]}
         for metric in metrics:
             values = group[metric].dropna()
             if values.empty:
                 continue
             row[metric], row[f"{metric}_ci95"] = mean_interval(values.tolist())
+        for count in COUNTS:  # summed over seeds
+            if count in group.columns and group[count].notna().any():
+                row[count] = int(group[count].sum())
         rows.append(row)
     summary = pd.DataFrame(rows)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(_markdown(summary, metrics, out_dir.name))
+    with atomic_path(out_dir / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    write_text_atomic(out_dir / "summary.md", _markdown(summary, metrics, out_dir.name))
     plot_comparison(out_dir, runs)
     return summary
+
+
+def _count_text(row, metric: str) -> str:
+    """`` (41/512)``: the counts behind a pass rate, summed over seeds; empty for other metrics."""
+    counts = {"pass@1": ("correct_samples", "eval_samples")}
+    if metric.startswith("pass@") and metric != "pass@1":
+        counts[metric] = ("solved_prompts", "eval_prompts")
+    if metric not in counts:
+        return ""
+    hits, total = (row.get(name) for name in counts[metric])
+    if hits is None or total is None or any(isinstance(v, float) and math.isnan(v) for v in (hits, total)):
+        return ""
+    return f" ({int(hits)}/{int(total)})"
 
 
 def _markdown(summary, metrics: list[str], preset: str) -> str:
@@ -156,7 +317,10 @@ def _markdown(summary, metrics: list[str], preset: str) -> str:
         ]
     lines += [
         "Mean ± 95% t-interval over seeds (± is blank with one seed). Accuracy: pass@k (coding, unit tests",
-        "in the sandbox) or BLEU/chrF (translation). CE in nats/token on validation chunks. Cost: `train_s`",
+        "in the sandbox; in brackets the counts summed over seeds: correct samples / samples for pass@1,",
+        "solved prompts / prompts for pass@k) or BLEU/chrF (translation). `unit_test_pass_frac`: share of",
+        "unit tests passed over all samples. `base`: the base model before fine-tuning (the step-0",
+        "evaluation). CE in nats/token on validation chunks. Cost: `train_s`",
         "(wall seconds of the optimizer steps, evaluation excluded) and `tokens_processed` (token forwards).",
         "",
         "RLVR on `code` trains on the Q&A coding problems (the raw-code corpus has no verifier), and every",
@@ -174,13 +338,12 @@ def _markdown(summary, metrics: list[str], preset: str) -> str:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 cells.append("")
             elif half is None or math.isnan(half):
-                cells.append(f"{value:.4g}")
+                cells.append(f"{value:.4g}{_count_text(row, metric)}")
             else:
-                cells.append(f"{value:.4g} ± {half:.2g}")
+                cells.append(f"{value:.4g} ± {half:.2g}{_count_text(row, metric)}")
+        lr = "—" if math.isnan(row["lr"]) else f"{row['lr']:.0e}"
         lines.append(
-            f"| {row['task']} | {row['method']} | {row['n_seeds']} | {row['lr']:.0e} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {row['task']} | {row['method']} | {row['n_seeds']} | {lr} | " + " | ".join(cells) + " |"
         )
     lines.append("")
     return "\n".join(lines)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,22 +24,39 @@ from .data import load_eval_examples, load_task, packed_split
 from .evaluation import downstream_eval, feature_matching_eval, validation_ce
 from .featurizer import FeatureNetwork
 from .models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
+from .run_state import (
+    CHECKPOINT_NAME,
+    LOCK_NAME,
+    METRICS_NAME,
+    SUMMARY_NAME,
+    check_resumable,
+    load_checkpoint,
+    load_finished,
+    plain,
+    save_checkpoint,
+)
 from .steps import STEPS, Context, autocast
 from .utils import (
+    CorruptFileError,
+    config_hash,
+    ensure_writable,
     environment_info,
+    file_lock,
     progress,
     read_json,
-    read_jsonl,
     resolve_device,
     seed_everything,
     step_generator,
     write_json,
+    write_text_atomic,
 )
 
 log = logging.getLogger(__name__)
 
 STREAM_EVAL, STREAM_FM = "eval", "fm"
 TIMING_KEYS = ("wall_s", "step_s")
+STEP0_DIR = "_step0"
+"""The runner's folder, next to its run folders, of cached step-0 evaluations (the base model)."""
 
 
 @dataclass
@@ -47,6 +64,9 @@ class RunResult:
     run_dir: Path | None
     summary: dict
     metrics: list[dict]
+    status: str = "computed"
+    """``computed`` (from step 0), ``resumed`` (from a checkpoint), ``reused`` (a finished run's files, no
+    training) or ``stopped`` (``stop_after`` reached)."""
 
 
 def lr_lambda(cfg: ExperimentConfig):
@@ -176,127 +196,263 @@ def evaluate(ctx: Context, step: int) -> dict[str, float]:
     return metrics
 
 
-def _save_checkpoint(
-    path: Path, ctx: Context, optimizer, scheduler, next_step: int, rows: list, cost: dict
-) -> None:
-    tmp = path.with_suffix(".tmp")
-    state = {
-        "policy": ctx.policy.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "next_step": next_step,
-        "metrics": rows,
-        "cost": cost,
+def step0_key(cfg: ExperimentConfig) -> str:
+    """Everything the step-0 evaluation depends on: the base model, task, data, sampler, features, loss,
+    evaluation settings and seed, but not the method, optimizer or run length (no update has happened)."""
+    values = cfg.to_dict()
+    for name in ("method", "optim", "rlvr"):
+        values.pop(name)
+    values["train"] = {
+        k: values["train"][k] for k in ("dtype", "autocast_bf16", "lora_rank", "feature_dtype")
     }
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    values["eval"].pop("every_steps")
+    values["base_model"] = base_model_identity(cfg)
+    return config_hash(values)
+
+
+def evaluate_step0(ctx: Context, cache: Path | None, *, reuse: bool) -> tuple[dict[str, float], bool]:
+    """The step-0 evaluation, shared by every run that starts from the same base under the same evaluation.
+
+    Every method and learning rate of a (task, seed) starts from the same weights and evaluates with the
+    same random streams, so their step-0 metrics are identical; the first run computes them into ``cache``
+    and the others read them. Returns the metrics and whether they were reused.
+    """
+    if cache is not None and reuse and cache.exists():
+        try:
+            metrics = read_json(cache)
+        except CorruptFileError as err:
+            log.warning("%s; recomputing the step-0 evaluation", err)
+        else:
+            log.info("%s: step-0 evaluation reused from %s", ctx.cfg.run_name, cache)
+            return metrics, True
+    metrics = evaluate(ctx, 0)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, metrics)
+    return metrics, False
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step or evaluation produced nan or inf; raised before any summary is written."""
+
+
+def check_finite(values: dict, *, run_name: str, step: int, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the step and the metrics when any value is nan or inf."""
+    bad = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not math.isfinite(v)}
+    if bad:
+        listed = ", ".join(f"{key}={value}" for key, value in bad.items())
+        raise NonFiniteError(
+            f"{run_name}: {what} at step {step} is not finite ({listed}); the run stopped without applying it"
+            " and wrote no summary (its last checkpoint, if any, is kept): lower optim.lr or check the data,"
+            " then rerun with --force"
+        )
+
+
+@dataclass
+class _State:
+    """The mutable state of a run between steps (what a checkpoint restores)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rows: list[dict]
+    cost: dict
+    start_step: int = 0
+
+
+def _checkpoint_state(ctx: Context, state: _State, next_step: int) -> dict:
+    return {
+        "config": plain(ctx.cfg.to_dict()),
+        "base_model": base_model_identity(ctx.cfg),
+        "policy": ctx.policy.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "next_step": next_step,
+        "metrics": plain(state.rows),
+        "cost": dict(state.cost),
+    }
 
 
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    tmp = run_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
-    os.replace(tmp, run_dir / "metrics.jsonl")
+    write_text_atomic(run_dir / METRICS_NAME, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
-def train(
-    cfg: ExperimentConfig, *, run_dir: Path | None = None, force: bool = False, stop_after: int | None = None
-) -> RunResult:
-    """Run (or resume, or reuse) one experiment; write its files to ``run_dir`` when given.
+def _open_run_dir(
+    cfg: ExperimentConfig, run_dir: Path, *, force: bool, rank: int, world_size: int
+) -> dict | None:
+    """Reject a checkpoint written under another config, then write ``config.json`` and
+    ``environment.json``; returns the checkpoint to resume from (None: start at step 0)."""
+    checkpoint_path, main = run_dir / CHECKPOINT_NAME, rank == 0
+    if main and force:
+        for name in (SUMMARY_NAME, CHECKPOINT_NAME, METRICS_NAME):
+            (run_dir / name).unlink(missing_ok=True)
+    distributed.barrier()
+    checkpoint = None
+    if checkpoint_path.exists():
+        checkpoint = load_checkpoint(checkpoint_path)
+        check_resumable(checkpoint_path, checkpoint, cfg, base_model_identity(cfg), lr_lambda)
+        log.info("%s: resuming from %s at step %d", cfg.run_name, checkpoint_path, checkpoint["next_step"])
+    if main:
+        write_json(run_dir / "config.json", cfg.to_dict())
+        write_json(run_dir / "environment.json", environment_info() | {"world_size": world_size})
+    distributed.barrier()
+    return checkpoint
 
-    Args:
-        run_dir: where ``config.json``, ``metrics.jsonl``, ``summary.json``, ``environment.json`` and the
-            checkpoint go. A finished run with the same config is reused unless ``force``.
-        stop_after: stop (as if killed) after this many optimizer steps; used to test resuming.
-    """
-    rank, world_size = distributed.init_from_env()
-    main = rank == 0
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        summary_path = run_dir / "summary.json"
-        if summary_path.exists() and not force:
-            summary = read_json(summary_path)
-            same_model = summary.get("base_model", base_model_identity(cfg)) == base_model_identity(cfg)
-            if same_model and summary.get("config") == json.loads(json.dumps(cfg.to_dict())):
-                return RunResult(run_dir, summary, read_jsonl(run_dir / "metrics.jsonl"))
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if force:
-                for name in ("summary.json", "checkpoint.pt", "metrics.jsonl"):
-                    (run_dir / name).unlink(missing_ok=True)
-            write_json(run_dir / "config.json", cfg.to_dict())
-            write_json(run_dir / "environment.json", environment_info() | {"world_size": world_size})
-        distributed.barrier()
-    seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
-    ctx = build_context(cfg, rank=rank, world_size=world_size)
-    params = [p for p in ctx.policy.parameters() if p.requires_grad]
+
+def _new_state(ctx: Context, params: list, checkpoint: dict | None) -> _State:
+    cfg = ctx.cfg
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    rows: list[dict] = []
-    cost = {"train_s": 0.0, "eval_s": 0.0, "tokens": 0.0}
-    start_step = 0
-    checkpoint_path = run_dir / "checkpoint.pt" if run_dir is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=ctx.device, weights_only=False)
-        ctx.policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step, rows, cost = state["next_step"], state["metrics"], state["cost"]
-    step_fn = STEPS[cfg.method]
+    state = _State(optimizer, scheduler, rows=[], cost={"train_s": 0.0, "eval_s": 0.0, "tokens": 0.0})
+    if checkpoint is not None:
+        ctx.policy.load_state_dict(checkpoint["policy"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        state.start_step, state.rows, state.cost = (
+            checkpoint["next_step"],
+            checkpoint["metrics"],
+            checkpoint["cost"],
+        )
+    return state
+
+
+def _train_step(ctx: Context, state: _State, params: list, step: int) -> dict:
+    """One optimizer step; refuses to apply a non-finite loss or gradient."""
+    cfg = ctx.cfg
+    started = time.time()
+    state.optimizer.zero_grad(set_to_none=True)
+    metrics = STEPS[cfg.method](ctx, step)
+    distributed.all_reduce_gradients(params)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+    tokens = distributed.all_reduce_sum(metrics.pop("tokens", 0.0))
+    metrics = distributed.average_metrics(metrics)
+    check_finite(
+        metrics | {"grad_norm": grad_norm}, run_name=cfg.run_name, step=step, what="the training step"
+    )
+    state.optimizer.step()
+    state.scheduler.step()
+    state.cost["train_s"] += time.time() - started
+    state.cost["tokens"] += tokens
+    return {
+        "step": step,
+        "kind": "train",
+        "lr": state.scheduler.get_last_lr()[0],
+        "grad_norm": grad_norm,
+    } | metrics
+
+
+def _run_loop(
+    ctx: Context,
+    state: _State,
+    params: list,
+    run_dir: Path | None,
+    stop_after: int | None,
+    *,
+    step0_cache: Path | None = None,
+    reuse_step0: bool = True,
+) -> bool:
+    """Steps ``start_step .. n_steps`` with evaluations and checkpoints; False when stopped early."""
+    cfg, main = ctx.cfg, ctx.rank == 0
     bar = progress(
-        range(start_step, cfg.train.n_steps + 1),
+        range(state.start_step, cfg.train.n_steps + 1),
         desc=cfg.run_name,
-        initial=start_step,
+        initial=state.start_step,
         total=cfg.train.n_steps + 1,
     )
     for step in bar:
         if step % cfg.eval.every_steps == 0 or step == cfg.train.n_steps:
             started = time.time()
-            if main:  # only rank 0 evaluates; the others wait
-                rows.append({"step": step, "kind": "eval", **evaluate(ctx, step)})
-            distributed.barrier()
-            cost["eval_s"] += time.time() - started
-        if step == cfg.train.n_steps:
-            break
-        started = time.time()
-        optimizer.zero_grad(set_to_none=True)
-        metrics = step_fn(ctx, step)
-        distributed.all_reduce_gradients(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        cost["train_s"] += time.time() - started
-        cost["tokens"] += distributed.all_reduce_sum(metrics.pop("tokens", 0.0))
-        metrics = distributed.average_metrics(metrics)
-        rows.append(
-            {
-                "step": step,
-                "kind": "train",
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-                **metrics,
-            }
-        )
-        bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}")
-        done = step + 1
-        if checkpoint_path is not None and (done % cfg.train.checkpoint_every_steps == 0):
+            if main and step == 0:  # only rank 0 evaluates; the others wait
+                cache = (
+                    step0_cache / f"{cfg.task}-seed{cfg.seed}-{step0_key(cfg)}.json" if step0_cache else None
+                )
+                metrics, reused = evaluate_step0(ctx, cache, reuse=reuse_step0)
+                state.cost["step0_eval_reused"] = reused
+            elif main:
+                metrics = evaluate(ctx, step)
             if main:
-                _save_checkpoint(checkpoint_path, ctx, optimizer, scheduler, done, rows, cost)
-                _write_metrics(run_dir, rows)
+                check_finite(metrics, run_name=cfg.run_name, step=step, what="the evaluation")
+                state.rows.append({"step": step, "kind": "eval", **metrics})
+            distributed.barrier()
+            state.cost["eval_s"] += time.time() - started
+        if step == cfg.train.n_steps:
+            return True
+        state.rows.append(_train_step(ctx, state, params, step))
+        bar.set_postfix(loss=f"{state.rows[-1].get('loss', float('nan')):.3f}")
+        done = step + 1
+        if run_dir is not None and done % cfg.train.checkpoint_every_steps == 0:
+            if main:
+                save_checkpoint(run_dir / CHECKPOINT_NAME, _checkpoint_state(ctx, state, done))
+                _write_metrics(run_dir, state.rows)
             distributed.barrier()
         if stop_after is not None and done >= stop_after:
-            return RunResult(run_dir, {}, rows)
-    summary = summarize(cfg, rows, cost)
-    if run_dir is not None and main:
-        if cfg.train.save_model:
+            return False
+    return True
+
+
+def _finish(ctx: Context, state: _State, run_dir: Path | None) -> dict:
+    """The summary; with a run folder, the final files (the summary last) and no checkpoint."""
+    summary = summarize(ctx.cfg, state.rows, state.cost)
+    if run_dir is not None and ctx.rank == 0:
+        if ctx.cfg.train.save_model:
             ctx.policy.save_pretrained(run_dir / "model")
             ctx.tokenizer.save_pretrained(run_dir / "model")
-        _write_metrics(run_dir, rows)
-        write_json(run_dir / "summary.json", summary)
-        checkpoint_path.unlink(missing_ok=True)
+        _write_metrics(run_dir, state.rows)
+        write_json(run_dir / SUMMARY_NAME, summary)
+        (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     distributed.barrier()
-    return RunResult(run_dir, summary, rows)
+    return summary
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    run_dir: Path | None = None,
+    force: bool = False,
+    stop_after: int | None = None,
+    step0_cache: Path | None = None,
+) -> RunResult:
+    """Run (or resume, or reuse) one experiment; write its files to ``run_dir`` when given.
+
+    One process at a time works on a run folder (a lock; a second one waits, then reuses the result). A
+    finished run is reused only under an identical config and base model, and a checkpoint is resumed only
+    under the same config up to :data:`ebft_repro.run_state.RESUMABLE_FIELDS` (``docs/runs.md``).
+
+    Args:
+        run_dir: where ``config.json``, ``metrics.jsonl``, ``summary.json``, ``environment.json`` and the
+            checkpoint go.
+        force: discard the run folder's summary, metrics and checkpoint and recompute.
+        stop_after: stop (as if killed) after this many optimizer steps; used to test resuming.
+        step0_cache: folder of step-0 evaluations shared by the runs of a comparison (:func:`evaluate_step0`;
+            the runner passes ``<out>/runs/_step0``); None computes it.
+
+    Raises:
+        RunStateError: the folder holds a run of another config, or a corrupt or unsafe file.
+        NonFiniteError: a loss, gradient norm or evaluation metric became nan or inf (names the step).
+    """
+    rank, world_size = distributed.init_from_env()
+    with ExitStack() as stack:
+        checkpoint = None
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            if rank == 0:
+                ensure_writable(run_dir)
+                stack.enter_context(file_lock(run_dir / LOCK_NAME, what=f"the run in {run_dir}"))
+            distributed.barrier()
+            finished = None if force else load_finished(run_dir, cfg, base_model_identity(cfg))
+            if finished is not None:
+                return RunResult(run_dir, *finished, status="reused")
+            checkpoint = _open_run_dir(cfg, run_dir, force=force, rank=rank, world_size=world_size)
+        seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
+        ctx = build_context(cfg, rank=rank, world_size=world_size)
+        params = [p for p in ctx.policy.parameters() if p.requires_grad]
+        state = _new_state(ctx, params, checkpoint)
+        status = "resumed" if checkpoint is not None else "computed"
+        loop_options = dict(step0_cache=step0_cache, reuse_step0=not force)
+        if not _run_loop(ctx, state, params, run_dir, stop_after, **loop_options):
+            return RunResult(run_dir, {}, state.rows, status="stopped")
+        return RunResult(run_dir, _finish(ctx, state, run_dir), state.rows, status=status)
 
 
 def base_model_identity(cfg: ExperimentConfig) -> str:
@@ -326,6 +482,7 @@ def summarize(cfg: ExperimentConfig, rows: list[dict], cost: dict) -> dict:
         "train_s": round(cost["train_s"], 3),
         "eval_s": round(cost["eval_s"], 3),
         "tokens_processed": cost["tokens"],
+        "step0_eval_reused": bool(cost.get("step0_eval_reused", False)),
         "base_model": base_model_identity(cfg),
         "config": cfg.to_dict(),
     }

@@ -1,20 +1,29 @@
-"""Small shared helpers: seeding, paths, JSON I/O, progress bars, environment capture."""
+"""Small shared helpers: seeding, paths, atomic writes and checked reads, locks, progress, environment."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import random
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
+
+
+class CorruptFileError(ValueError):
+    """A result or cache file that exists but cannot be read back (truncated, garbage, wrong format)."""
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -75,24 +84,109 @@ def config_hash(obj: Any, n_chars: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:n_chars]
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a temp file then a rename, so a crash never leaves a half-written file."""
+def file_mode(*, directory: bool = False) -> int:
+    """The mode the umask gives a new file (0o666 & ~umask) or directory (0o777 & ~umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success it replaces ``path`` in one rename.
+
+    A process killed mid-write leaves the old file (or none), never half a file. The temp name carries the
+    pid, so concurrent writers do not share it, and the result gets the umask's mode (``file_mode``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (see :func:`atomic_path`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """Parse a JSON file.
+
+    Raises:
+        CorruptFileError: naming the file and what is wrong, when it is not valid JSON.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(f"{path} is corrupt (not valid JSON: {err})") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Parse a JSON-lines file (empty list when it does not exist).
+
+    Raises:
+        CorruptFileError: naming the file and the first bad line (a truncated file ends in one).
+    """
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                problem = f"line {number} is not valid JSON ({err})"
+                raise CorruptFileError(f"{path} is corrupt: {problem}") from None
+    return rows
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and check that a file can be written in it.
+
+    Raises:
+        ValueError: naming the folder and the reason (permission denied, a file in the way...).
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+        raise ValueError(f"output folder {directory} is not writable ({reason})") from None
+
+
+@contextmanager
+def file_lock(path: Path, *, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); log when another process holds it.
+
+    The lock file is opened read-only when it exists, so users who may only read a shared folder can
+    still wait on it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, file_mode())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another process to finish %s (lock %s)", what, path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def progress(iterable: Iterable | None = None, **kwargs: Any):

@@ -1,6 +1,7 @@
 """The command line: help, clear errors naming the bad input, and training any saved HF model."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -93,3 +94,95 @@ def test_evaluate_command_prints_metrics(model_dirs, capsys):
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {"val_ce", "val_ce_answer", "bleu", "chrf"} <= set(metrics)
+
+
+def _fast_train_argv(model_dir, out, method="sft", **fields) -> list[str]:
+    argv = ["train", "--model", str(model_dir), "--task", "qa_code", "--method", method, "--out", str(out)]
+    argv += _overrides(data__seq_len=64, **SMALL_DATA, train__n_steps=2, eval__every_steps=2)
+    return argv + _overrides(eval__n_prompts=2, eval__max_new_tokens=8, **fields)
+
+
+def _one_line_error(capsys) -> str:
+    """The error line (stderr may also hold progress bars of model loading), and no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("ebft-repro: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=inf", "optim.lr=inf must be finite"),
+        ("sampler.temperature=nan", "sampler.temperature=nan must be finite"),
+        ("optim.betas=0.9", "optim.betas=0.9"),
+        ("train.device=banana", "train.device='banana' is not one of"),
+        ("train.n_steps=none", "expected an integer, got 'none'"),
+    ],
+)
+def test_bad_values_end_in_one_line_and_exit_2(model_dirs, tmp_path, capsys, override, message):
+    assert main(_fast_train_argv(model_dirs["llama"], tmp_path / "run") + ["--set", override]) == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_overrides_combine_in_any_order_on_the_command_line(model_dirs, capsys):
+    argv = ["evaluate", "--model", str(model_dirs["gpt2"]), "--task", "qa_code", "--split", "validation"]
+    argv += _overrides(**SMALL_DATA, data__n_val_chunks=1, eval__n_prompts=1, eval__max_new_tokens=4)
+    assert main(argv + ["--set", "sampler.stride=3", "--set", "data.seq_len=124"]) == 0
+    assert main(argv + ["--set", "data.seq_len=124", "--set", "sampler.stride=3"]) == 0
+
+
+def test_an_unwritable_out_is_reported_before_training(model_dirs, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(_fast_train_argv(model_dirs["llama"], blocker / "run")) == 2
+    assert f"output folder {blocker / 'run'} is not writable" in _one_line_error(capsys)
+    if os.geteuid() != 0:  # root writes anywhere
+        read_only = tmp_path / "read_only"
+        read_only.mkdir(mode=0o555)
+        assert main(_fast_train_argv(model_dirs["llama"], read_only / "run")) == 2
+        assert "permission denied" in _one_line_error(capsys)
+
+
+def test_resuming_under_another_config_stops_naming_the_fields(model_dirs, tmp_path, capsys):
+    """The issue's scenario: a run interrupted after a checkpoint, rerun with another lr and more steps."""
+    out = tmp_path / "run"
+    argv = _fast_train_argv(model_dirs["llama"], out, method="ebft", train__checkpoint_every_steps=1)
+    assert main(argv + ["--set", "train.n_steps=4"]) == 0
+    (out / "summary.json").unlink()  # as if killed after the last checkpoint: resume from it
+    from ebft_repro.cli import _config, build_parser
+    from ebft_repro.trainer import train
+
+    cfg = _config(build_parser().parse_args(argv + ["--set", "train.n_steps=4"]), "ebft")
+    train(cfg, run_dir=out, force=True, stop_after=2)
+    capsys.readouterr()
+    assert main(argv + ["--set", "train.n_steps=6", "--set", "optim.lr=0.01"]) == 2
+    err = _one_line_error(capsys)
+    assert "optim.lr: 0.0003 -> 0.01" in err and "--force" in err and "train.n_steps: 4" not in err
+    assert not (out / "summary.json").exists()
+    assert main(argv + ["--set", "train.n_steps=6", "--set", "optim.lr=0.01", "--force"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert summary["lr"] == 0.01 and {row["lr"] for row in rows if row["kind"] == "train"} == {0.01}
+
+
+def test_a_diverging_run_ends_in_one_line_and_exit_1(model_dirs, tmp_path, capsys, monkeypatch):
+    from ebft_repro import steps
+
+    real = steps.STEPS["sft"]
+    monkeypatch.setitem(steps.STEPS, "sft", lambda ctx, step: real(ctx, step) | {"loss": float("inf")})
+    assert main(_fast_train_argv(model_dirs["llama"], tmp_path)) == 1
+    assert "at step 0 is not finite (loss=inf)" in _one_line_error(capsys)
+
+
+def test_reproduce_says_what_was_reused_and_how_to_recompute(model_dirs, tmp_path, capsys):
+    argv = ["reproduce", "--tasks", "qa_code", "--methods", "sft", "--seeds", "0", "--no-lr-sweep"]
+    argv += ["--out", str(tmp_path), "--set", f"model={model_dirs['llama']}"]
+    argv += _overrides(data__seq_len=64, **SMALL_DATA, data__n_val_chunks=1, train__n_steps=2)
+    argv += _overrides(eval__every_steps=2, eval__n_prompts=2, eval__max_new_tokens=4, eval__n_fm_chunks=1)
+    assert main(argv) == 0
+    assert "0 run(s) reused from cache" in capsys.readouterr().out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) reused from cache" in out and "0 computed" in out and "--force" in out

@@ -116,3 +116,78 @@ def test_import_is_light():
     code = f"import sys, ebft_repro.losses; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=inf", r"optim\.lr=inf must be finite"),
+        ("sampler.temperature=nan", r"sampler\.temperature=nan must be finite"),
+        ("loss.ce_coef=-inf", r"loss\.ce_coef=-inf must be finite"),
+        ("optim.betas=0.9", r"optim\.betas=0\.9.*expected 2 comma-separated values"),
+        ("optim.betas=0.9,1.5", r"optim\.betas=\(0\.9, 1\.5\) must be two numbers in \[0, 1\)"),
+        ("train.device=banana", r"train\.device='banana' is not one of .*'cuda:N'"),
+        ("train.n_steps=none", r"train\.n_steps=none.*expected an integer"),
+        ("train.n_steps=0", r"train\.n_steps=0 must be > 0"),
+        ("train.n_steps=2.5", r"train\.n_steps=2\.5.*expected an integer"),
+        ("optim.warmup_frac=2", r"optim\.warmup_frac=2\.0 must be in \[0, 1\]"),
+        ("optim.grad_clip=0", r"optim\.grad_clip=0\.0 must be > 0"),
+        ("eval.top_p=0", r"eval\.top_p=0\.0 must be in \(0, 1\]"),
+        ("featurizer.layers=1.5", r"featurizer\.layers=\(1\.5,\).*\(0, 1\)"),
+        ("seed=-1", r"seed=-1 must be >= 0"),
+        ("optim=1", r"'optim' is a section"),
+    ],
+)
+def test_every_override_is_validated_naming_the_field_and_allowed_values(override, message):
+    with pytest.raises(ValueError, match=message):
+        config.apply_overrides(config.tiny(), [override])
+
+
+def test_every_field_is_type_checked_and_finite():
+    with pytest.raises(ValueError, match=r"train\.n_steps=None must be an integer"):
+        config.TrainConfig(n_steps=None)
+    with pytest.raises(ValueError, match=r"sampler\.use_cache='yes' must be true or false"):
+        config.SamplerConfig(use_cache="yes")
+    with pytest.raises(ValueError, match=r"optim\.lr=nan must be finite"):
+        config.OptimConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match=r"optim\.lr_grid=\[0\.1\] must be a comma-separated list"):
+        config.OptimConfig(lr_grid=[0.1])
+    with pytest.raises(ValueError, match=r"data must be a DataConfig"):
+        config.ExperimentConfig(data={"seq_len": 64})
+    with pytest.raises(ValueError, match=r"unknown config field 'bogus'"):
+        config.from_dict(config.tiny().to_dict() | {"bogus": 1})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["sampler.stride=3", "data.seq_len=124"], ["data.seq_len=124", "sampler.stride=3"]],
+)
+def test_overrides_are_validated_together_in_any_order(overrides):
+    cfg = config.apply_overrides(config.tiny(), overrides)
+    assert (cfg.sampler.stride, cfg.data.seq_len) == (3, 124)
+    with pytest.raises(ValueError, match=r"sampler\.stride=3 must divide"):
+        config.apply_overrides(config.tiny(), overrides[:1] if "stride" in overrides[0] else overrides[1:])
+
+
+def test_overrides_give_the_same_config_as_replace():
+    from dataclasses import replace
+
+    cfg = config.tiny("translation", "sft")
+    expected = replace(
+        cfg,
+        seed=3,
+        sampler=replace(cfg.sampler, stride=4),
+        optim=replace(cfg.optim, lr=1e-3, betas=(0.8, 0.9)),
+        data=replace(cfg.data, max_source_chars=None),
+        featurizer=replace(cfg.featurizer, layers=(1, 2)),
+    )
+    overrides = [
+        "seed=3",
+        "sampler.stride=4",
+        "optim.lr=1e-3",
+        "optim.betas=[0.8, 0.9]",
+        "data.max_source_chars=none",
+        "featurizer.layers=1,2",
+    ]
+    assert config.apply_overrides(cfg, overrides) == expected
+    assert config.apply_overrides(cfg, []) is cfg

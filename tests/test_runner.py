@@ -4,11 +4,11 @@ import math
 
 import pandas as pd
 
-from ebft_repro.runner import aggregate, reproduce, select_lr
+from ebft_repro.runner import aggregate, extend_grid, reproduce, select_lr
 from ebft_repro.utils import read_json
 
 FAST = [
-    "data.seq_len=64", "data.n_train=60", "data.n_val=4", "data.n_test=4", "data.n_val_chunks=2",
+    "data.seq_len=128", "data.n_train=60", "data.n_val=4", "data.n_test=4", "data.n_val_chunks=2",
     "train.n_steps=2", "train.chunks_per_step=2", "eval.every_steps=2", "eval.n_prompts=2",
     "eval.n_samples=2", "eval.max_new_tokens=8", "eval.n_fm_chunks=1", "rlvr.max_new_tokens=8",
     "optim.lr_grid=1e-3,1e-2",
@@ -41,7 +41,7 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
     assert set(selection) == {"qa_code-ebft", "qa_code-sft"}
     assert all(len(s["grid"]) == 2 and s["picked"] in s["grid"] for s in selection.values())
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["method"]) == {"ebft", "sft"} and (summary["n_seeds"] == 2).all()
+    assert list(summary["method"]) == ["base", "ebft", "sft"] and (summary["n_seeds"] == 2).all()
     for column in ("pass@1", "val_ce", "val_ce_ci95", "train_s", "tokens_processed"):
         assert column in summary.columns, column
     assert summary["val_ce_ci95"].notna().all()  # two seeds give an interval
@@ -49,7 +49,26 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
     for name in ("accuracy_vs_step.png", "val_ce_vs_step.png", "accuracy_vs_ce.png"):
         assert (out / name).stat().st_size > 1000, name
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 4  # the picked lr of each method, two seeds each
+    assert len(runs) == 6  # the picked lr of each method and the base row, two seeds each
+    # the base row is the step-0 evaluation, identical for every method of a seed (computed once, then read)
+    for seed in (0, 1):
+        base = runs[(runs["method"] == "base") & (runs["seed"] == seed)].iloc[0]
+        initial = {
+            p.parent.name: read_json(p)["initial"] for p in (out / "runs").glob(f"*seed{seed}*/summary.json")
+        }
+        assert len(initial) >= 2 and all(v == next(iter(initial.values())) for v in initial.values())
+        assert math.isclose(base["val_ce"], next(iter(initial.values()))["val_ce"])
+        reused = [
+            read_json(p)["step0_eval_reused"] for p in (out / "runs").glob(f"*seed{seed}*/summary.json")
+        ]
+        assert reused.count(False) == 1, reused  # computed by the first run of the seed only
+    counts = summary[summary["method"] == "ebft"].iloc[0]
+    assert counts["eval_samples"] == runs[runs["method"] == "ebft"]["eval_samples"].sum() > 0
+    assert math.isclose(counts["pass@1"], counts["correct_samples"] / counts["eval_samples"])
+    assert (
+        f"({int(counts['correct_samples'])}/{int(counts['eval_samples'])})"
+        in (out / "summary.md").read_text()
+    )
     # mean and interval are computed from the per-run values
     ebft = runs[runs["method"] == "ebft"]["val_ce"]
     row = summary[summary["method"] == "ebft"].iloc[0]
@@ -58,3 +77,28 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
     # re-aggregating is idempotent and needs no training
     again = aggregate(out, selection)
     assert again.equals(summary) or len(again) == len(summary)
+
+
+def test_extend_grid_steps_past_an_edge_pick_only():
+    grid = [1e-4, 3e-4, 1e-3]
+    assert math.isclose(extend_grid(grid, 1e-4), 1e-4 / 3)
+    assert math.isclose(extend_grid(grid, 1e-3), 1e-3 * 10 / 3)
+    assert extend_grid(grid, 3e-4) is None
+    assert extend_grid([1e-3, 1e-2], 1e-3) is None  # two points: every pick is an edge; not extended
+
+
+def test_an_edge_pick_extends_the_grid_and_is_recorded(model_dirs, tmp_path, monkeypatch):
+    import ebft_repro.runner as runner
+
+    # validation accuracy ties at this size, so val_ce decides: force the pick to the lowest rate
+    monkeypatch.setattr(runner, "select_lr", lambda sweep, task: min(sweep))
+    monkeypatch.setattr(runner, "MAX_GRID_EXTENSIONS", 1)
+    fast = [o for o in FAST if not o.startswith("optim.lr_grid")] + ["optim.lr_grid=1e-4,3e-4,1e-3"]
+    out = reproduce(
+        "tiny", tasks=["qa_code"], methods=["sft"], seeds=[0], out_dir=tmp_path,
+        overrides=fast + [f"model={model_dirs['llama']}", "train.n_steps=1"],
+    )  # fmt: skip
+    entry = read_json(out / "lr_selection.json")["qa_code-sft"]
+    assert len(entry["extended_with"]) == 1 and math.isclose(entry["extended_with"][0], 1e-4 / 3)
+    assert len(entry["grid"]) == 4 and entry["picked"] == min(entry["grid"]) and entry["interior"] is False
+    assert len(list((out / "runs").glob("qa_code-sft-seed0-lr*/summary.json"))) == 4
