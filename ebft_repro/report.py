@@ -119,6 +119,32 @@ def verdict(claim: Claim, ebft: list[float], base: list[float], *, margin: float
     return "inconclusive", interval + ": the interval contains 0"
 
 
+def seeds_to_settle(claim: Claim, ebft: list[float], base: list[float], *, margin: float = 0.1) -> int | None:
+    """Seeds per method at which the measured difference and spread would give a decisive verdict.
+
+    Assumes both methods keep their measured means and the pooled per-seed standard deviation s, and
+    finds the smallest n with t_{0.975, 2n-2} * s * sqrt(2/n) < |gap|, where the gap is the difference
+    (superiority) or its distance to the margin (non-inferiority). None when the gap is 0 or there are
+    fewer than 2 seeds per method; 1 when the spread is 0 and the gap is not.
+    """
+    if len(ebft) < 2 or len(base) < 2:
+        return None
+    lower = claim.metric in LOWER_IS_BETTER
+    delta = welch_interval(ebft, base, lower_is_better=lower)[0]
+    if claim.kind == "noninferior":
+        delta += margin * abs(sum(base) / len(base))
+    (_, var_e), (_, var_b) = _mean_var(ebft), _mean_var(base)
+    pooled = math.sqrt(((len(ebft) - 1) * var_e + (len(base) - 1) * var_b) / (len(ebft) + len(base) - 2))
+    if delta == 0:
+        return None
+    if pooled == 0:
+        return 1
+    for n_seeds in range(2, 100_001):
+        if t_quantile_975(2 * n_seeds - 2) * pooled * math.sqrt(2 / n_seeds) < abs(delta):
+            return n_seeds
+    return None
+
+
 # ----------------------------------------------------------------------------------------- tables
 
 
@@ -178,6 +204,7 @@ def claims_table(frame, tasks: list[str] | None = None, *, margin: float = 0.1):
             result, reason = verdict(claim, ebft, base, margin=margin)
             lower = metric in LOWER_IS_BETTER
             delta = welch_interval(ebft, base, lower_is_better=lower)[0] if ebft and base else math.nan
+            needed = seeds_to_settle(claim, ebft, base, margin=margin) if result == "inconclusive" else None
             rows.append(
                 {
                     "claim": f"({claim.key}) {claim.text}",
@@ -188,9 +215,20 @@ def claims_table(frame, tasks: list[str] | None = None, *, margin: float = 0.1):
                     "EBFT advantage": delta,
                     "verdict": result,
                     "evidence": reason,
+                    "seeds to settle": _settle_text(result, needed, ebft, base),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _settle_text(result: str, needed: int | None, ebft: list[float], base: list[float]) -> str:
+    if result != "inconclusive":
+        return ""
+    if len(ebft) < 2 or len(base) < 2:
+        return "needs >= 2 seeds per method to estimate"
+    if needed is None:
+        return "none: the measured difference is 0 (or at the margin)"
+    return f"~{needed} per method at the measured spread"
 
 
 def summary_table(frame, task: str, metrics: list[str] | None = None):

@@ -120,3 +120,18 @@ def test_summary_table_formats_mean_and_interval():
     assert table.loc["EBFT", "pass@1"] == "2 ± 2.5"
     assert table.loc["SFT", "pass@1"] == "5"
     assert table.loc["EBFT", "seeds"] == 3
+
+
+def test_seeds_to_settle_hand_computed():
+    claim = report.CLAIMS[0]  # EBFT beats SFT on accuracy (superiority)
+    # means 2 vs 1, both sample variances 1 -> pooled s = 1, gap 1: need t(2n-2) * sqrt(2/n) < 1;
+    # n = 8: 2.145 * 0.5 = 1.07 (no); n = 9: 2.120 * 0.4714 = 0.999 (yes)
+    assert report.seeds_to_settle(claim, [1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == 9
+    assert report.seeds_to_settle(claim, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) is None  # no difference
+    assert report.seeds_to_settle(claim, [2.0, 2.0], [1.0, 1.0]) == 1  # no spread
+    assert report.seeds_to_settle(claim, [2.0], [1.0, 1.0]) is None  # no spread estimate
+    # non-inferiority: the gap is the distance to the margin (10% of the baseline mean 10 -> -1)
+    noninferior = report.CLAIMS[1]
+    assert report.seeds_to_settle(
+        noninferior, [8.0, 10.0, 12.0], [9.0, 10.0, 11.0]
+    ) == report.seeds_to_settle(claim, [9.0, 11.0, 13.0], [9.0, 10.0, 11.0])

@@ -19,7 +19,7 @@ from ebft_repro.tasks.base import QA_PROMPT_TEMPLATE, Example
 
 @functools.lru_cache(maxsize=4)
 def _qa_splits(seed: int = 0) -> dict[str, list[Example]]:
-    return qa_code.build_splits(200, 50, 50, seed=seed)
+    return qa_code.build_splits(200, 50, 50, seed=seed, n_pretrain=300)
 
 
 def test_at_least_25_distinct_templates():
@@ -36,8 +36,9 @@ def test_function_names_do_not_overlap_across_templates():
 
 def test_qa_splits_sizes_deterministic_and_seeded():
     splits = _qa_splits(0)
-    assert {k: len(v) for k, v in splits.items()} == {"train": 200, "validation": 50, "test": 50}
-    assert splits == qa_code.build_splits(200, 50, 50, seed=0)
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes == {"train": 200, "validation": 50, "test": 50, "pretrain": 300}
+    assert splits == qa_code.build_splits(200, 50, 50, seed=0, n_pretrain=300)
     assert [e.prompt for e in splits["test"]] != [e.prompt for e in _qa_splits(1)["test"]]
 
 
@@ -55,6 +56,22 @@ def test_qa_splits_are_disjoint_by_prompt():
 
 def test_qa_test_set_does_not_depend_on_n_train():
     assert qa_code.build_splits(30, 10, 50, seed=0)["test"] == _qa_splits(0)["test"]
+
+
+def test_qa_splits_share_no_instance_and_eval_instances_are_distinct():
+    # an instance is a template with one parameter variant, whatever the function/argument names
+    splits = qa_code.build_splits(400, 128, 128, seed=0, n_pretrain=None)
+    instances = {k: [e.meta["semantic"] for e in v] for k, v in splits.items()}
+    for name in ("test", "validation"):
+        assert len(set(instances[name])) == len(instances[name]) == 128, name
+    names = list(instances)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert not set(instances[first]) & set(instances[second]), (first, second)
+    # every evaluated template also appears (with other variants) in both training pools
+    templates = {k: {s.split(":")[0] for s in v} for k, v in instances.items()}
+    assert templates["test"] <= templates["pretrain"] and templates["test"] <= templates["train"]
+    assert len(splits["pretrain"]) > 2000  # all renamings of a quarter of the instances
 
 
 def test_qa_examples_are_well_formed_and_references_pass_their_tests():
@@ -168,17 +185,20 @@ def test_load_humaneval_programs_pass():
 
 def test_code_splits_disjoint_deterministic_and_without_tests():
     splits = code.build_splits()
-    assert all(splits[k] for k in ("train", "validation", "test"))
+    assert all(splits[k] for k in ("train", "pretrain", "validation", "test"))
     uids = {k: {e.uid for e in v} for k, v in splits.items()}
-    assert not uids["train"] & uids["test"] and not uids["train"] & uids["validation"]
-    assert not uids["validation"] & uids["test"]
-    for ex in splits["train"] + splits["validation"] + splits["test"]:
-        parts = Path(ex.uid).parts
-        assert not any(p.startswith("test") or p in ("idle_test", "site-packages") for p in parts), ex.uid
-        assert ex.prompt == "" and ex.completion.strip()
-        assert code.split_of(ex.uid) in ("train", "validation", "test")
+    names = list(uids)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert not uids[first] & uids[second], (first, second)
+    for name, examples in splits.items():
+        for ex in examples:
+            parts = Path(ex.uid).parts
+            assert not any(p.startswith("test") or p in ("idle_test", "site-packages") for p in parts), ex.uid
+            assert ex.prompt == "" and ex.completion.strip()
+            assert code.split_of(ex.uid) == name
     assert splits == code.build_splits()
-    assert len(uids["train"]) > 8 * len(uids["test"])
+    assert len(uids["train"]) > 4 * len(uids["test"]) and len(uids["pretrain"]) > 4 * len(uids["test"])
 
 
 def test_code_limits_and_truncation():
@@ -244,16 +264,19 @@ def test_aligned_pairs(sword_dir):
 @functools.lru_cache(maxsize=4)
 def _tr_splits(sword_dir: str, seed: int = 0, max_source_chars: int | None = None):
     return translation.build_splits(
-        200, 50, 51, seed=seed, max_source_chars=max_source_chars, sword_dir=sword_dir
+        200, 50, 51, seed=seed, max_source_chars=max_source_chars, sword_dir=sword_dir, n_pretrain=120
     )
 
 
 def test_translation_splits(sword_dir):
     splits = _tr_splits(sword_dir)
-    assert {k: len(v) for k, v in splits.items()} == {"train": 200, "validation": 50, "test": 51}
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes == {"train": 200, "validation": 50, "test": 51, "pretrain": 120}
     verses = {k: {e.meta["verse_index"] for e in v} for k, v in splits.items()}
-    assert not verses["train"] & verses["test"] and not verses["train"] & verses["validation"]
-    assert not verses["validation"] & verses["test"]
+    names = list(verses)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert not verses[first] & verses[second], (first, second)
     for split in splits.values():
         assert {e.direction for e in split} == {"es-en", "en-es"}
         for ex in split:
@@ -265,8 +288,43 @@ def test_translation_splits(sword_dir):
         if direction == "es-en":
             other = pairs[("en-es", index)]
             assert other.source == ex.completion[1:] and other.completion[1:] == ex.source
-    assert splits == translation.build_splits(200, 50, 51, sword_dir=sword_dir)
+    assert splits == translation.build_splits(200, 50, 51, sword_dir=sword_dir, n_pretrain=120)
+    assert translation.build_splits(200, 50, 51, sword_dir=sword_dir)["pretrain"] == []
     assert verses["test"] != {e.meta["verse_index"] for e in _tr_splits(sword_dir, seed=1)["test"]}
+
+
+def test_translation_pretrain_split_does_not_depend_on_n_train(sword_dir):
+    """The base model's corpus must not change when a user changes the fine-tuning set size."""
+    small = translation.build_splits(20, 50, 51, sword_dir=sword_dir, n_pretrain=120)
+    large = translation.build_splits(400, 50, 51, sword_dir=sword_dir, n_pretrain=120)
+    assert small["pretrain"] == large["pretrain"] == _tr_splits(sword_dir)["pretrain"]
+    assert small["train"] == large["train"][:20]
+
+
+def test_pretraining_corpus_shares_nothing_with_any_task_split():
+    """Fine-tuning data is new to the built-in base, and nothing evaluated is in its corpus."""
+    from ebft_repro.config import BaseModelConfig, DataConfig
+    from ebft_repro.data import load_task
+    from ebft_repro.pretrain import pretraining_corpus
+
+    base = BaseModelConfig(n_qa_docs=300, n_code_files=20, n_translation_pairs=300)
+    data = DataConfig(n_train=200, n_val=32, n_test=32)
+    corpus = pretraining_corpus(base, data)
+    assert len(corpus) == 300 + 20 + 300
+    documents = set(corpus)
+    for task in tasks.TASK_NAMES:
+        task_data = load_task(task, data)
+        for split in ("train", "validation", "test"):
+            texts = {ex.prompt + ex.completion for ex in task_data.split(split)}
+            assert texts and not texts & documents, (task, split)
+    qa_instances = {
+        ex.meta["semantic"]
+        for name in ("train", "validation", "test")
+        for ex in load_task("qa_code", data).split(name)
+    }
+    pretrain_qa = qa_code.build_splits(0, 0, 0, n_pretrain=300)["pretrain"]
+    assert {ex.prompt + ex.completion for ex in pretrain_qa} <= documents
+    assert not {ex.meta["semantic"] for ex in pretrain_qa} & qa_instances
 
 
 def test_translation_max_source_chars(sword_dir):

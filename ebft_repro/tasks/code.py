@@ -3,8 +3,9 @@
 Each Example is one file: ``prompt`` is "", ``completion`` the file text (optionally truncated at a line
 boundary), ``uid`` the path relative to the stdlib root. Test folders (any path component starting with
 ``test``, and ``idlelib/idle_test``), ``site-packages``/``dist-packages``, empty and non-UTF-8 files are
-excluded. Files are assigned to train/validation/test (90/5/5) by a sha256 hash of their relative path, so
-the assignment is the same on every machine with the same Python version.
+excluded. Files are assigned to train/pretrain/validation/test (45/45/5/5) by a sha256 hash of their
+relative path, so the assignment is the same on every machine with the same Python version; ``pretrain``
+files feed the built-in base model's corpus, ``train`` files the fine-tuning.
 
 Downstream accuracy for this task is not measured on these files: as in the paper (which scores
 HumanEval after training on raw code), the evaluation code measures unit-test pass rate on the Q&A coding
@@ -25,16 +26,19 @@ from ebft_repro.tasks.records import iter_mapping_records, record_skip
 
 logger = logging.getLogger(__name__)
 
-SPLIT_FRACTIONS = {"train": 0.90, "validation": 0.05, "test": 0.05}
+SPLIT_FRACTIONS = {"train": 0.45, "pretrain": 0.45, "validation": 0.05, "test": 0.05}
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__", "idle_test"}
 
 
 def split_of(rel_path: str) -> str:
-    """The split of a file, from a sha256 hash of its relative path."""
+    """The split of a file, from a sha256 hash of its relative path (buckets in SPLIT_FRACTIONS order)."""
     bucket = int(hashlib.sha256(rel_path.encode()).hexdigest()[:8], 16) / 16**8
-    if bucket < SPLIT_FRACTIONS["train"]:
-        return "train"
-    return "validation" if bucket < SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["validation"] else "test"
+    edge = 0.0
+    for name, fraction in SPLIT_FRACTIONS.items():
+        edge += fraction
+        if bucket < edge:
+            return name
+    return "test"
 
 
 def is_excluded(rel_path: str) -> bool:
@@ -94,7 +98,7 @@ def build_splits(
         stdlib_dir: source root; default ``sysconfig.get_paths()["stdlib"]``.
 
     Returns:
-        ``{"train": [...], "validation": [...], "test": [...]}``, each sorted by path.
+        ``{"train": [...], "pretrain": [...], "validation": [...], "test": [...]}``, each sorted by path.
     """
     splits: dict[str, list[Example]] = {name: [] for name in SPLIT_FRACTIONS}
     for rel, text in stdlib_files(stdlib_dir):

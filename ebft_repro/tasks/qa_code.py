@@ -82,20 +82,14 @@ def make_problem(template: Template, name: str, args: tuple[str, ...], variant: 
     )
 
 
-def iter_problems(seed: int = 0) -> Iterator[Example]:
-    """Yield distinct problems, cycling over templates in a per-round shuffled order.
-
-    Each template's instances are enumerated and shuffled, then drawn without replacement; a template
-    whose instances run out leaves the rotation. ``meta["semantic"]`` names the instance up to renaming
-    (template and parameter variant), which is what splits keep disjoint.
-    """
+def _iter_instances(seed: int = 0) -> Iterator[tuple[Template, str, tuple[str, ...], int]]:
+    """(template, function name, argument names, variant index) in the round-robin order of the problems."""
     rng = random.Random(seed)
     pools = {}
     for t in TEMPLATES:
         pool = list(itertools.product(t.names, t.args, range(len(t.variants))))
         rng.shuffle(pool)
         pools[t.name] = (t, pool)
-    seen: set[str] = set()
     while True:
         live = [name for name, (_, pool) in pools.items() if pool]
         if not live:
@@ -104,11 +98,28 @@ def iter_problems(seed: int = 0) -> Iterator[Example]:
         for name in live:
             template, pool = pools[name]
             fname, args, v = pool.pop()
-            example = make_problem(template, fname, args, template.variants[v])
-            if example.prompt not in seen:
-                seen.add(example.prompt)
-                example.meta["semantic"] = f"{template.name}:{v}"
-                yield example
+            yield template, fname, args, v
+
+
+def iter_problems(seed: int = 0) -> Iterator[Example]:
+    """Yield distinct problems, cycling over templates in a per-round shuffled order.
+
+    Each template's instances are enumerated and shuffled, then drawn without replacement; a template
+    whose instances run out leaves the rotation. ``meta["semantic"]`` names the instance up to renaming
+    (template and parameter variant), which is what splits keep disjoint.
+    """
+    seen: set[str] = set()
+    for template, fname, args, v in _iter_instances(seed):
+        example = _problem(template, fname, args, v)
+        if example.prompt not in seen:
+            seen.add(example.prompt)
+            yield example
+
+
+def _problem(template: Template, fname: str, args: tuple[str, ...], v: int) -> Example:
+    example = make_problem(template, fname, args, template.variants[v])
+    example.meta["semantic"] = f"{template.name}:{v}"
+    return example
 
 
 def generate_problems(n: int, seed: int = 0) -> list[Example]:
@@ -123,34 +134,80 @@ def generate_problems(n: int, seed: int = 0) -> list[Example]:
     return problems
 
 
-def build_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, list[Example]]:
-    """Deterministic train/validation/test splits, disjoint up to renaming.
+SPLITS = ("test", "validation", "train", "pretrain")
+"""Every instance (template and parameter variant, any renaming) belongs to exactly one of these."""
 
-    Test is filled first, then validation, then train, so for a seed the test set does not depend on
-    ``n_train``. A problem is skipped for a later split when its instance (template and parameters, any
-    function or argument names) already sits in an earlier one: a renamed copy of a test problem is never
-    trained on.
+
+def _stable_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def instance_splits(seed: int = 0) -> dict[str, str]:
+    """Assign every instance (``meta["semantic"]``, i.e. template:variant) to one split.
+
+    Within each template the variants are ordered by a seeded sha256 and dealt round-robin to test,
+    validation, train and pretrain, so every evaluated template also has variants in both training pools
+    (test problems are new parameter variants of templates seen in pretraining and in fine-tuning).
+    Templates with fewer than four variants are never evaluated: their variants alternate between train
+    and pretrain.
+    """
+    assignment = {}
+    for template in TEMPLATES:
+        keys = sorted(
+            (f"{template.name}:{v}" for v in range(len(template.variants))),
+            key=lambda key: _stable_hash(f"{seed}:{key}"),
+        )
+        cycle = SPLITS if len(keys) >= len(SPLITS) else SPLITS[2:]
+        offset = 0 if cycle is SPLITS else int(_stable_hash(f"{seed}:{template.name}")[:8], 16)
+        for index, key in enumerate(keys):
+            assignment[key] = cycle[(index + offset) % len(cycle)]
+    return assignment
+
+
+def build_splits(
+    n_train: int, n_val: int, n_test: int, seed: int = 0, n_pretrain: int | None = None
+) -> dict[str, list[Example]]:
+    """Deterministic test/validation/train/pretrain splits that share no instance.
+
+    An instance is a template with one parameter variant, whatever the function and argument names
+    (:func:`instance_splits` decides its split). Test and validation hold one renaming per instance, so
+    every evaluated problem is distinct; train and pretrain hold any renamings of their instances, in the
+    round-robin order of :func:`iter_problems`. The test set does not depend on ``n_train``, ``n_val`` or
+    ``n_pretrain``. ``pretrain`` feeds the built-in base model's corpus (:mod:`ebft_repro.pretrain`), so
+    fine-tuning data is new to the base model.
+
+    Args:
+        n_train, n_val, n_test: split sizes (problems).
+        seed: the generator and split seed.
+        n_pretrain: at most this many pretraining problems (None: all of its instances' renamings).
 
     Raises:
-        ValueError: when the generator runs out of instances.
+        ValueError: when an evaluation or train split cannot be filled.
     """
-    sizes = {"test": n_test, "validation": n_val, "train": n_train}
-    splits: dict[str, list[Example]] = {name: [] for name in sizes}
-    held_out: set[str] = set()
-    order = iter(sizes)
-    current = next(order)
-    for example in iter_problems(seed):
-        while len(splits[current]) >= sizes[current]:
-            held_out |= {ex.meta["semantic"] for ex in splits[current]}
-            current = next(order, None)
-            if current is None:
-                return splits
-        if example.meta["semantic"] in held_out:
+    sizes = {"test": n_test, "validation": n_val, "train": n_train, "pretrain": n_pretrain}
+    assignment = instance_splits(seed)
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    seen_instances: set[str] = set()
+    seen_prompts: set[str] = set()
+    for template, fname, args, v in _iter_instances(seed):
+        instance = f"{template.name}:{v}"
+        name = assignment[instance]
+        if sizes[name] is not None and len(splits[name]) >= sizes[name]:
             continue
-        splits[current].append(example)
-    if any(len(splits[name]) < size for name, size in sizes.items()):
-        raise ValueError(f"only {sum(map(len, splits.values()))} Q&A problems fit the splits {sizes}")
-    return splits
+        if name in ("test", "validation") and instance in seen_instances:
+            continue
+        example = _problem(template, fname, args, v)  # built only when kept: building runs the reference
+        if example.prompt in seen_prompts:
+            continue
+        seen_prompts.add(example.prompt)
+        seen_instances.add(instance)
+        splits[name].append(example)
+        if all(sizes[n] is not None and len(splits[n]) >= sizes[n] for n in SPLITS):
+            break
+    short = {n: len(splits[n]) for n in SPLITS[:3] if len(splits[n]) < sizes[n]}
+    if short:
+        raise ValueError(f"only {short} distinct Q&A problems fit the splits {sizes}")
+    return {name: splits[name] for name in ("train", "validation", "test", "pretrain")}
 
 
 def pretraining_documents(train_examples: list[Example]) -> list[str]:

@@ -17,8 +17,9 @@ by more than ``MAX_LENGTH_RATIO`` (local verse-boundary differences, Spanish epi
 pairs with an empty side are dropped too. Counts are logged.
 
 Splits: verses are ordered by a stable hash (sha256) of ``(seed, verse index)``; the first verses go to
-test, the next to validation, the rest to train, so a verse is never in two splits and the test set does
-not depend on ``n_train``. Each verse yields an ``es-en`` and an ``en-es`` Example in the same split.
+test, the next to validation, then train; pretrain (the built-in base model's corpus) is dealt from the far
+end, so a verse is never in two splits and neither the test set nor the base model depends on ``n_train``.
+Each verse yields an ``es-en`` and an ``en-es`` Example in the same split.
 """
 
 from __future__ import annotations
@@ -159,6 +160,17 @@ def _hash_key(seed: int, index: int) -> str:
     return hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()
 
 
+def _examples(chunk, n: int | None, name: str) -> list[Example]:
+    """Both directions of each verse in ``chunk``, cut to ``n`` Examples (None: all)."""
+    examples = []
+    for index, ref, es, en in chunk:
+        examples.append(make_example(es, en, "es-en", f"es-en-{index}", ref=ref, verse_index=index))
+        examples.append(make_example(en, es, "en-es", f"en-es-{index}", ref=ref, verse_index=index))
+    if n is not None and len(examples) < n:
+        logger.warning("translation %s split: %d examples requested, %d available", name, n, len(examples))
+    return examples if n is None else examples[:n]
+
+
 def build_splits(
     n_train: int | None,
     n_val: int | None,
@@ -167,8 +179,9 @@ def build_splits(
     max_source_chars: int | None = None,
     english_module: str = "engWEB2015eb",
     sword_dir: str | Path | None = None,
+    n_pretrain: int | None = 0,
 ) -> dict[str, list[Example]]:
-    """Build train/validation/test Spanish<->English Examples from aligned Bible verses.
+    """Build train/validation/test/pretrain Spanish<->English Examples from aligned Bible verses.
 
     Args:
         n_train: number of Examples (not verses) in train; None for all remaining verses. Each verse gives
@@ -179,30 +192,33 @@ def build_splits(
         max_source_chars: keep only verses whose Spanish and English texts are both at most this long.
         english_module: ``engWEB2015eb`` (modern English) or ``engKJV2006eb``.
         sword_dir: SWORD root; default :func:`ensure_sword_modules`.
+        n_pretrain: Examples for the built-in base model's pretraining corpus, taken from the far end of
+            the verse order so that they never depend on ``n_train`` (None: every verse not in another split;
+            0: none).
 
     Returns:
-        ``{"train": [...], "validation": [...], "test": [...]}``.
+        ``{"train": [...], "validation": [...], "test": [...], "pretrain": [...]}``; no verse is in two.
     """
     pairs = aligned_verses(english_module, str(sword_dir) if sword_dir else None)
     if max_source_chars is not None:
         pairs = tuple(p for p in pairs if len(p[2]) <= max_source_chars and len(p[3]) <= max_source_chars)
     ordered = sorted(pairs, key=lambda p: _hash_key(seed, p[0]))
+    # Pretraining verses come from the far end of the hash order, so the base model's corpus does not
+    # depend on n_train; test, validation and train are dealt from the front.
+    n_pre_verses = len(ordered) if n_pretrain is None else math.ceil(n_pretrain / 2)
     splits: dict[str, list[Example]] = {}
     start = 0
     for name, n in (("test", n_test), ("validation", n_val), ("train", n_train)):
         n_verses = len(ordered) - start if n is None else math.ceil(n / 2)
+        if name == "train" and n_pretrain is not None:
+            n_verses = min(n_verses, max(0, len(ordered) - n_pre_verses - start))
         chunk = ordered[start : start + n_verses]
         start += len(chunk)
-        examples = []
-        for index, ref, es, en in chunk:
-            examples.append(make_example(es, en, "es-en", f"es-en-{index}", ref=ref, verse_index=index))
-            examples.append(make_example(en, es, "en-es", f"en-es-{index}", ref=ref, verse_index=index))
-        splits[name] = examples if n is None else examples[:n]
-        if n is not None and len(splits[name]) < n:
-            logger.warning(
-                "translation %s split: %d examples requested, %d available", name, n, len(examples)
-            )
-    return {k: splits[k] for k in ("train", "validation", "test")}
+        splits[name] = _examples(chunk, n, name)
+    splits["pretrain"] = _examples(
+        ordered[max(start, len(ordered) - n_pre_verses) :][::-1], n_pretrain, "pretrain"
+    )
+    return {k: splits[k] for k in ("train", "validation", "test", "pretrain")}
 
 
 def english_spanish_text(train_examples: list[Example]) -> list[str]:
