@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .config import BaseModelConfig
+from .config import PRESETS, BaseModelConfig
 from .utils import results_dir
 
 VARIANTS = ("cached", "no_cache", "per_prefix")
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         p.add_argument("--repeats", type=int, default=2)
     step = sub.add_parser("step", help="one EBFT step vs one SFT step on the same chunks")
-    step.add_argument("--preset-model", default="tiny", choices=("tiny", "small"), help="base architecture")
+    step.add_argument("--preset-model", default="tiny", choices=PRESETS[:-1], help="base architecture")
     step.add_argument("--seq-len", type=int, default=1024)
     step.add_argument("--n-chunks", type=int, default=16)
     step.add_argument("--n-samples", type=int, default=4)

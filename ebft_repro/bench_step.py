@@ -114,7 +114,7 @@ def bench_steps(
     per_token = flops_per_token(model)
     n_seqs = n_chunks * n_samples
     sft_flops = 3 * per_token * n_seqs * seq_len
-    sampling = layout.seq_len + (gen_len - 1) * layout.n_blocks
+    sampling = layout.sampling_forwards(use_cache=True)  # the sampler's default path, timed above
     ebft_flops = per_token * n_seqs * (sampling + layout.total_len + 3 * layout.total_len)
     peak = _peak_tflops(torch.device(device))
     result = {

@@ -238,7 +238,7 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         _check_fields(self)
         _check_positive(self, "stride", "context_len", "gen_len", "n_samples")
-        _check_positive(self, "temperature", allow_zero=True)
+        _check_positive(self, "temperature")  # rollout log-probs divide by it; 0 would make them NaN
         _check_range(self, "top_p", "(0, 1]")
 
 
@@ -283,8 +283,9 @@ class LossConfig:
     """one of WHITENING: the authors' n x n operator, the paper's D x D transform, or none (spec 2.1)."""
     rl_coef: float = 1.0
     kl_coef: float = 0.0
-    """KL to the initial policy; 0 (off) in every released config."""
+    """beta: KL(policy || frozen initial policy) on the generated tokens; 0 (off) in every released config."""
     kl_estimator: str = "k2"
+    """one of KL_ESTIMATORS: k1 = log-ratio, k2 = half squared log-ratio, k3 = exp(-r) - 1 + r (Schulman)."""
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -431,6 +432,12 @@ class ExperimentConfig:
         _check_positive(self, "seed", allow_zero=True)
         if not self.model.strip():
             raise ValueError("model='' must be builtin:<preset>, a local directory or a hub name")
+        if self.loss.kl_coef > 0 and self.featurizer.feature_model is not None:
+            raise ValueError(
+                "loss.kl_coef > 0 takes the frozen initial policy (the feature network) as the KL reference;"
+                " with featurizer.feature_model set they differ: set loss.kl_coef=0"
+                " or featurizer.feature_model=none"
+            )
         sampler, seq_len = self.sampler, self.data.seq_len
         span = seq_len - sampler.gen_len - sampler.context_len
         if span < 0:

@@ -10,10 +10,15 @@ from .utils import read_jsonl
 
 METHOD_COLORS = {"ebft": "#d62728", "sft": "#1f77b4", "rlvr": "#2ca02c"}
 METHOD_LABELS = {"ebft": "EBFT", "sft": "SFT", "rlvr": "RLVR"}
+METHOD_MARKERS = {"ebft": "o", "sft": "s", "rlvr": "^"}
+METHOD_LINES = {"ebft": "-", "sft": "--", "rlvr": ":"}
+"""Distinct markers and dashes, so a method whose line coincides with another's stays visible."""
 METRIC_LABELS = {
     "pass@1": "pass@1 (test)",
     "bleu": "BLEU (test, mean of directions)",
+    "chrf": "chrF (test, mean of directions)",
     "val_ce": "validation CE (nats/token)",
+    "unit_test_pass_frac": "unit tests passed (fraction, test)",
     "val_fm_loss": "validation CFM loss",
 }
 
@@ -31,8 +36,13 @@ def _curves(runs: list[dict], metric: str) -> dict[tuple[str, str], list[list[tu
 
 
 def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title: str) -> Path:
-    """One panel per task; one line per method (mean over seeds, shaded min-max)."""
+    """One panel per task; one line per method: mean over seeds with its 95% t-interval shaded.
+
+    Step 0 is the base model (every method starts from it).
+    """
     import numpy as np
+
+    from .report import mean_interval
 
     tasks = sorted({run["task"] for run in runs})
     fig, axes = new_figure(len(tasks), size=(4.5, 3.6))
@@ -46,15 +56,18 @@ def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title:
             ax.plot(
                 steps,
                 values.mean(0),
-                marker="o",
-                ms=3,
+                marker=METHOD_MARKERS.get(method, "o"),
+                linestyle=METHOD_LINES.get(method, "-"),
+                ms=4,
                 color=color,
                 label=f"{METHOD_LABELS.get(method, method)} (n={len(values)})",
             )
             if len(values) > 1:
-                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
-        _label_axis(ax, task, "optimizer step", METRIC_LABELS.get(metric, metric))
-    return save_figure(fig, path, title)
+                half = np.array([mean_interval(list(column))[1] for column in values.T])
+                ax.fill_between(steps, values.mean(0) - half, values.mean(0) + half, color=color, alpha=0.12)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _label_axis(ax, task, "optimizer step (0 = base model)", METRIC_LABELS.get(metric, metric))
+    return save_figure(fig, path, title + "; mean and 95% interval over seeds")
 
 
 def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
@@ -72,13 +85,23 @@ def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
             points = [p for p in points if None not in p]
             if points:
                 xs, ys = zip(*points)
-                ax.scatter(xs, ys, color=METHOD_COLORS[method], label=METHOD_LABELS[method], s=30)
+                ax.scatter(
+                    xs,
+                    ys,
+                    color=METHOD_COLORS[method],
+                    marker=METHOD_MARKERS[method],
+                    label=METHOD_LABELS[method],
+                    s=30,
+                    alpha=0.8,
+                )
         base = [r["initial"] for r in runs if r["task"] == task and r.get("initial")]
         if base and "val_ce" in base[0] and metric in base[0]:
             ax.scatter(
                 [base[0]["val_ce"]], [base[0][metric]], marker="*", s=120, color="black", label="base model"
             )
-        _label_axis(ax, task, "validation CE (lower is better)", METRIC_LABELS.get(metric, metric))
+        _label_axis(
+            ax, task, "validation CE (nats/token; lower is better)", METRIC_LABELS.get(metric, metric)
+        )
     return save_figure(fig, path, title)
 
 
@@ -119,6 +142,12 @@ def plot_comparison(out_dir: Path, runs: list[dict]) -> list[Path]:
             lambda _: "val_ce",
             out_dir / "val_ce_vs_step.png",
             title=f"Validation cross-entropy ({preset})",
+        ),
+        plot_metric_vs_step(
+            runs,
+            lambda task: "chrf" if task == "translation" else "unit_test_pass_frac",
+            out_dir / "secondary_accuracy_vs_step.png",
+            title=f"Unit tests passed (coding) and chrF (translation) ({preset})",
         ),
         plot_accuracy_vs_ce(
             runs, out_dir / "accuracy_vs_ce.png", title=f"Final accuracy vs validation CE ({preset})"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import METHODS, TASKS, apply_overrides, get_preset
 from .evaluation import primary_metric
-from .report import mean_interval
+from .report import claims_table, mean_interval, runs_frame
 from .trainer import STEP0_DIR, train
 from .utils import (
     CorruptFileError,
@@ -289,9 +289,31 @@ def aggregate(out_dir: Path, selection: dict | None = None):
     summary = pd.DataFrame(rows)
     with atomic_path(out_dir / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "summary.md", _markdown(summary, metrics, out_dir.name))
+    claims = claims_table(runs_frame(runs))
+    with atomic_path(out_dir / "verdicts.csv") as tmp:
+        claims.to_csv(tmp, index=False)
+    write_text_atomic(out_dir / "summary.md", _markdown(summary, metrics, out_dir.name) + _verdicts(claims))
     plot_comparison(out_dir, runs)
     return summary
+
+
+def _verdicts(claims) -> str:
+    """The paper's claims at this scale: a Markdown table from :func:`ebft_repro.report.claims_table`."""
+    columns = ["claim", "task", "EBFT", "baseline", "verdict", "evidence", "seeds to settle"]
+    lines = [
+        "## The paper's claims at this scale",
+        "",
+        "Final-step values, one per seed. Verdict rule (`ebft_repro/report.py`): Welch 95% interval of the",
+        "EBFT-minus-baseline difference; *beats*/*lower*: reproduced if it excludes 0 in EBFT's favour;",
+        "*matches*: reproduced if it lies above -10% of the baseline. `seeds to settle`: seeds per method at",
+        "which the measured difference and spread would give a decisive interval.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for _, row in claims.iterrows():
+        lines.append("| " + " | ".join(str(row[c]).replace("|", "/") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _count_text(row, metric: str) -> str:

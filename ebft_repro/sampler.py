@@ -88,6 +88,17 @@ class StridedLayout:
     def length_after(self, n_steps: int) -> int:
         return self.seq_len + n_steps * self.n_blocks
 
+    def sampling_forwards(self, use_cache: bool) -> int:
+        """Token forwards per sequence of :func:`strided_generate`.
+
+        Cached: one prefill of L, then G-1 decode steps of K tokens. Uncached (the authors' loop): G full
+        forwards over the growing sequence, sum over t < G of (L + t*K) = G*L + K*G*(G-1)/2.
+        """
+        g, k = self.gen_len, self.n_blocks
+        if use_cache:
+            return self.seq_len + (g - 1) * k
+        return g * self.seq_len + k * g * (g - 1) // 2
+
 
 @dataclass
 class StridedRollouts:

@@ -8,7 +8,7 @@ and takes one optimizer step. Every random draw is keyed by (seed, step, stream,
 from __future__ import annotations
 
 import random
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +77,20 @@ def autocast(ctx: Context) -> AbstractContextManager:
     )
 
 
+@torch.no_grad()
+def reference_logprobs(ctx: Context, sequences: torch.Tensor, layout) -> torch.Tensor:
+    """(b, K, G) log-probs of the generated tokens under the frozen initial policy: the KL reference.
+
+    The feature network *is* the frozen initial policy (a copy, or the LoRA base with adapters off), as in
+    the authors' code, where the reference model and the feature model are the same frozen network.
+    """
+    net = ctx.feature_net
+    off = net.model.disable_adapter() if net.adapters_off else nullcontext()
+    with off:
+        gen_logps, _ = strided_logprobs(net.model, sequences, layout, temperature=ctx.cfg.sampler.temperature)
+    return gen_logps
+
+
 def ebft_step(ctx: Context, step: int) -> dict[str, float]:
     """Sample -> features -> rewards -> RLOO advantages -> backward (spec 4.5). Returns metrics."""
     cfg, sampler = ctx.cfg, ctx.cfg.sampler
@@ -121,6 +135,11 @@ def ebft_step(ctx: Context, step: int) -> dict[str, float]:
             gen_logps, gt_logps = strided_logprobs(
                 ctx.policy, rollouts.sequences[part], rollouts.layout, temperature=sampler.temperature
             )  # (b, K, G), (b, L-1)
+            ref_logps = (
+                reference_logprobs(ctx, rollouts.sequences[part], rollouts.layout)
+                if loss_cfg.kl_coef > 0
+                else None
+            )  # (b, K, G) under the frozen initial policy
         loss, metrics = ebft_loss(
             gen_logps.float(),
             advantages[part],
@@ -128,13 +147,18 @@ def ebft_step(ctx: Context, step: int) -> dict[str, float]:
             ce_coef=loss_cfg.ce_coef,
             rl_coef=loss_cfg.rl_coef,
             gt_mask=target_mask[part],
+            ref_gen_logps=None if ref_logps is None else ref_logps.float(),
+            kl_coef=loss_cfg.kl_coef,
+            kl_estimator=loss_cfg.kl_estimator,
         )
         weight = (part.stop - part.start) / n_global
         (loss * weight).backward()
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + value * weight * ctx.world_size
     layout = rollouts.layout
-    forwards = layout.seq_len + (layout.gen_len - 1) * layout.n_blocks + 2 * layout.total_len
+    # sampling + the frozen feature forward + the policy forward (+ the KL reference forward)
+    n_full = 3 if loss_cfg.kl_coef > 0 else 2
+    forwards = layout.sampling_forwards(sampler.use_cache) + n_full * layout.total_len
     return sums | {
         "reward": rewards.reward.mean().item(),
         "alignment": rewards.alignment.mean().item(),

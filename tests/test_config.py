@@ -191,3 +191,11 @@ def test_overrides_give_the_same_config_as_replace():
     ]
     assert config.apply_overrides(cfg, overrides) == expected
     assert config.apply_overrides(cfg, []) is cfg
+
+
+def test_sampler_temperature_zero_is_rejected():
+    """T=0 used to be accepted and made every rollout log-prob NaN (logits / T)."""
+    from ebft_repro.config import apply_overrides, get_preset
+
+    with pytest.raises(ValueError, match=r"sampler.temperature=0.0 must be > 0"):
+        apply_overrides(get_preset("tiny", "qa_code", "ebft"), ["sampler.temperature=0"])

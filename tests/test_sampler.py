@@ -149,3 +149,25 @@ def test_strided_logprobs_match_separate_forwards(tiny_llama):
         logits = tiny_llama(seq).logits[:, layout.anchor(k) - 1 : -1] / 0.5
         expected = torch.log_softmax(logits, -1).gather(-1, rollouts.blocks[:, k, :, None]).squeeze(-1)
         torch.testing.assert_close(gen_logps[:, k], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampling_forwards_counts_the_tokens_the_model_sees(any_model, use_cache):
+    """The EBFT step's token count (and bench step's FLOPs) used the cached formula for both paths."""
+    seen = []
+
+    def count(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        seen.append(ids.shape[1])
+
+    input_ids = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(0))
+    handle = any_model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        out = strided_generate(
+            any_model, input_ids, stride=4, context_len=4, gen_len=4, use_cache=use_cache,
+            generator=torch.Generator().manual_seed(1),
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    assert sum(seen) == out.layout.sampling_forwards(use_cache)
+    assert out.layout.sampling_forwards(False) == 4 * 24 + 5 * 4 * 3 // 2

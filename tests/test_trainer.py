@@ -115,3 +115,30 @@ def test_batch_order_is_shared_across_methods_and_a_function_of_seed_and_step():
     assert first != [trainer.batch_indices(10, 4, seed=4, step=s) for s in range(5)]
     epoch = sorted(first[0] + first[1] + first[2][:2])  # the first 10 draws cover every item once
     assert epoch == list(range(10))
+
+
+def test_kl_coef_reaches_the_loss_with_the_initial_policy_as_reference(model_dirs):
+    """loss.kl_coef used to be validated and then dropped; now it adds beta * KL(policy || initial)."""
+    from dataclasses import replace
+
+    def step_metrics(kl_coef: float) -> dict:
+        cfg = fast_config(model_dirs["llama"], method="ebft")
+        cfg = replace(cfg, loss=replace(cfg.loss, kl_coef=kl_coef))
+        ctx = build_context(cfg)
+        with torch.no_grad():  # move the policy away from its frozen initial copy, so the KL is not 0
+            for param in ctx.policy.parameters():
+                param.add_(0.02 * torch.randn(param.shape, generator=torch.Generator().manual_seed(1)))
+        return trainer.ebft_step(ctx, 0)
+
+    off, on = step_metrics(0.0), step_metrics(0.5)
+    assert "kl" not in off and on["kl"] > 0
+    assert on["loss"] == pytest.approx(off["loss"] + 0.5 * on["kl"], rel=1e-5)
+
+
+def test_kl_with_a_separate_feature_model_is_rejected():
+    from ebft_repro.config import apply_overrides, get_preset
+
+    with pytest.raises(ValueError, match="kl_coef"):
+        apply_overrides(
+            get_preset("tiny", "qa_code", "ebft"), ["loss.kl_coef=0.1", "featurizer.feature_model=x"]
+        )
