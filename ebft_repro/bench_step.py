@@ -16,10 +16,12 @@ import time
 
 import torch
 
+from .batching import Context
 from .config import BaseModelConfig, DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
+from .ebft import ebft_step
 from .featurizer import FeatureNetwork
 from .sampler import StridedLayout
-from .steps import Context, ebft_step, sft_step
+from .steps import sft_step
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 

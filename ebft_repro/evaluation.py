@@ -17,8 +17,9 @@ from collections import defaultdict
 import torch
 
 from .data import PackedChunks
+from .ebft import score_rollouts
 from .generation import decode_completions, left_pad, sample_completions
-from .losses import cfm_estimate, feature_matching_rewards
+from .losses import cfm_estimate
 from .metrics import (
     clean_translation,
     corpus_bleu,
@@ -103,28 +104,11 @@ def feature_matching_eval(
         use_cache=sampler_cfg.use_cache,
     )
     policy.train(was_training)
-    gen_feats, gt_feats = feature_net.strided_features(rollouts.sequences, rollouts.layout)  # (B*N, K, D) x2
-    group_gen, group_gt = group_features(gen_feats, gt_feats, n_samples)
-    rewards = feature_matching_rewards(
-        group_gen,
-        group_gt,
-        alignment_coef=loss_cfg.alignment_coef,
-        diversity_coef=loss_cfg.diversity_coef,
-        whitening=loss_cfg.whitening,
-    )
-    metrics = {"val_fm_reward": rewards.reward.mean().item()}
+    scores = score_rollouts(feature_net, rollouts, n_samples, loss_cfg)
+    metrics = {"val_fm_reward": scores.rewards.reward.mean().item()}
     if n_samples > 1:
-        metrics["val_fm_loss"] = cfm_estimate(group_gen, group_gt).mean().item()
+        metrics["val_fm_loss"] = cfm_estimate(scores.gen_feats, scores.gt_feats).mean().item()
     return metrics
-
-
-def group_features(gen_feats: torch.Tensor, gt_feats: torch.Tensor, n_samples: int):
-    """(B*N, K, D) features of n consecutive copies -> groups (B*K, N, D) and their GT (B*K, D)."""
-    n_seqs, n_blocks, dim = gen_feats.shape
-    n_chunks = n_seqs // n_samples
-    grouped = gen_feats.view(n_chunks, n_samples, n_blocks, dim).transpose(1, 2)  # (B, K, N, D)
-    gt = gt_feats.view(n_chunks, n_samples, n_blocks, dim)[:, 0]  # (B, K, D): identical across copies
-    return grouped.reshape(n_chunks * n_blocks, n_samples, dim), gt.reshape(n_chunks * n_blocks, dim)
 
 
 def sandbox_program(example: Example, code: str) -> tuple[str, list[str]]:

@@ -5,8 +5,8 @@ under ``results/_tiny/``) and ``full`` (the committed outputs: figures under ``r
 ``results/notebooks/`` or the preset folders). Each notebook prints ``run mode: <mode>`` once, early, so a
 committed notebook can be checked for tiny-mode outputs.
 
-The comparison notebooks (04-08) show the best finished preset: ``small`` when its runs exist, else the
-``tiny`` CPU smoke test, with a banner saying so.
+The comparison notebooks (04-08) show the best finished preset per task: ``small`` (GPU) when its runs exist,
+else ``cpu`` (the CPU evidence preset), else the ``tiny`` smoke test, with a banner saying which.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .config import METHODS
 from .utils import read_json, repo_root, results_dir, seed_everything
 
 RUN_MODES = ("tiny", "full")
-PRESET_PREFERENCE = ("small", "tiny")
+PRESET_PREFERENCE = ("small", "cpu", "tiny")
 MICRO_OVERRIDES = (
     "train.n_steps=1",
     "train.chunks_per_step=1",
@@ -180,9 +180,14 @@ class ResultsSource:
         if self.preset == "tiny":
             return (
                 f"SMOKE-TEST NUMBERS from the `tiny` preset ({where}): a CPU-sized model,"
-                f" {self.describe_runs()}. The `small`-preset runs (which need a GPU) have not been"
-                " produced yet, so these numbers check the pipeline end to end and say nothing about the"
+                f" {self.describe_runs()}. Neither the `cpu` nor the `small` preset has finished runs for"
+                " this task yet, so these numbers check the pipeline end to end and say nothing about the"
                 " paper's claims." + note
+            )
+        if self.preset == "cpu":
+            return (
+                f"Results of the `cpu` preset ({where}): a ~4.5M-parameter base model pretrained here,"
+                f" {self.describe_runs()}; evidence at this scale, not at the paper's (docs/cpu.md)." + note
             )
         return f"Results of the `{self.preset}` preset ({where}): {self.describe_runs()}." + note
 

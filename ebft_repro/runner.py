@@ -1,7 +1,7 @@
 """The reproduction runner: every (task, method, seed) of a preset, learning-rate selection, aggregation.
 
 Fairness rules (issue: "SFT and RLVR baselines"): all methods of a task start from the same base checkpoint,
-see the same data order for a seed (:func:`ebft_repro.steps.batch_indices`), and get the same number of
+see the same data order for a seed (:func:`ebft_repro.batching.batch_indices`), and get the same number of
 optimizer steps. Each method's learning rate is picked from a grid of the same size for every method, on the
 downstream metric of the *validation* prompts at the end of the seed-0 run (ties: lower validation CE);
 the grid and the pick are written to ``lr_selection.json``. Runs are cached by config (a finished run with

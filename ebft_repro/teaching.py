@@ -406,7 +406,7 @@ def rollout_features(
     Returns:
         gen_feats (B*K, n, D) and gt_feats (B*K, D), float32; group b*K + k is block k of chunk b.
     """
-    from .evaluation import group_features
+    from .ebft import group_features
     from .sampler import strided_generate
 
     rollouts = strided_generate(

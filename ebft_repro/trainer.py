@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .batching import Context, autocast
 from .config import ExperimentConfig
 from .data import load_eval_examples, load_task, packed_split
+from .ebft import ebft_step
 from .evaluation import downstream_eval, feature_matching_eval, validation_ce
 from .featurizer import FeatureNetwork
 from .models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
@@ -35,7 +37,7 @@ from .run_state import (
     plain,
     save_checkpoint,
 )
-from .steps import STEPS, Context, autocast
+from .steps import rlvr_step, sft_step
 from .utils import (
     CorruptFileError,
     config_hash,
@@ -53,6 +55,8 @@ from .utils import (
 
 log = logging.getLogger(__name__)
 
+STEPS = {"ebft": ebft_step, "sft": sft_step, "rlvr": rlvr_step}
+"""One optimizer step's loss and backward for each method."""
 STREAM_EVAL, STREAM_FM = "eval", "fm"
 TIMING_KEYS = ("wall_s", "step_s")
 STEP0_DIR = "_step0"

@@ -168,7 +168,7 @@ def test_resuming_under_another_config_stops_naming_the_fields(model_dirs, tmp_p
 
 
 def test_a_diverging_run_ends_in_one_line_and_exit_1(model_dirs, tmp_path, capsys, monkeypatch):
-    from ebft_repro import steps
+    from ebft_repro import trainer as steps
 
     real = steps.STEPS["sft"]
     monkeypatch.setitem(steps.STEPS, "sft", lambda ctx, step: real(ctx, step) | {"loss": float("inf")})

@@ -67,7 +67,7 @@ def test_lora_trains_adapters_only_and_features_come_from_the_base(model_dirs):
     ctx = build_context(cfg)
     before = {n: p.detach().clone() for n, p in ctx.policy.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in ctx.policy.parameters() if p.requires_grad], lr=1e-2)
-    from ebft_repro.steps import ebft_step
+    from ebft_repro.ebft import ebft_step
 
     for step in range(2):
         optimizer.zero_grad()

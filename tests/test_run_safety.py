@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ebft_repro import steps, trainer
+from ebft_repro import trainer
+from ebft_repro import trainer as steps
 from ebft_repro.config import BaseModelConfig, DataConfig
 from ebft_repro.trainer import lr_lambda, strip_timing, train
 from ebft_repro.utils import write_json

@@ -10,7 +10,8 @@ import time
 import pytest
 import torch
 
-from ebft_repro import steps as trainer
+from ebft_repro import batching, ebft
+from ebft_repro import trainer as trainer_module
 from ebft_repro.evaluation import verifier_rewards
 from ebft_repro.trainer import build_context, strip_timing, train
 
@@ -29,7 +30,7 @@ def test_two_steps_change_every_parameter_and_not_the_feature_net(model_dirs, me
     optimizer = torch.optim.AdamW(ctx.policy.parameters(), lr=1e-2, betas=(0.9, 0.95))
     for step in range(2):
         optimizer.zero_grad()
-        metrics = trainer.STEPS[method](ctx, step)
+        metrics = trainer_module.STEPS[method](ctx, step)
         optimizer.step()
         assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()), metrics
     after = _snapshot(ctx.policy)
@@ -110,9 +111,9 @@ def test_rlvr_verifier_rewards_known_answers():
 
 
 def test_batch_order_is_shared_across_methods_and_a_function_of_seed_and_step():
-    first = [trainer.batch_indices(10, 4, seed=3, step=s) for s in range(5)]
-    assert first == [trainer.batch_indices(10, 4, seed=3, step=s) for s in range(5)]
-    assert first != [trainer.batch_indices(10, 4, seed=4, step=s) for s in range(5)]
+    first = [batching.batch_indices(10, 4, seed=3, step=s) for s in range(5)]
+    assert first == [batching.batch_indices(10, 4, seed=3, step=s) for s in range(5)]
+    assert first != [batching.batch_indices(10, 4, seed=4, step=s) for s in range(5)]
     epoch = sorted(first[0] + first[1] + first[2][:2])  # the first 10 draws cover every item once
     assert epoch == list(range(10))
 
@@ -128,7 +129,7 @@ def test_kl_coef_reaches_the_loss_with_the_initial_policy_as_reference(model_dir
         with torch.no_grad():  # move the policy away from its frozen initial copy, so the KL is not 0
             for param in ctx.policy.parameters():
                 param.add_(0.02 * torch.randn(param.shape, generator=torch.Generator().manual_seed(1)))
-        return trainer.ebft_step(ctx, 0)
+        return ebft.ebft_step(ctx, 0)
 
     off, on = step_metrics(0.0), step_metrics(0.5)
     assert "kl" not in off and on["kl"] > 0
@@ -142,3 +143,18 @@ def test_kl_with_a_separate_feature_model_is_rejected():
         apply_overrides(
             get_preset("tiny", "qa_code", "ebft"), ["loss.kl_coef=0.1", "featurizer.feature_model=x"]
         )
+
+
+def test_group_and_ungroup_are_inverse_and_match_the_rloo_layout():
+    """Sequence b*N + j of block k lands in group b*K + k at position j, and back."""
+    n_chunks, n_samples, n_blocks, dim = 3, 4, 5, 2
+    values = torch.arange(n_chunks * n_samples * n_blocks * dim).view(n_chunks * n_samples, n_blocks, dim)
+    grouped = ebft.group(values, n_samples)  # (B*K, N, D)
+    assert grouped.shape == (n_chunks * n_blocks, n_samples, dim)
+    for b in range(n_chunks):
+        for k in range(n_blocks):
+            for j in range(n_samples):
+                assert torch.equal(grouped[b * n_blocks + k, j], values[b * n_samples + j, k])
+    assert torch.equal(ebft.ungroup(grouped, n_chunks), values)
+    scalars = values[..., 0]  # (B*N, K), e.g. advantages
+    assert torch.equal(ebft.ungroup(ebft.group(scalars, n_samples), n_chunks), scalars)
