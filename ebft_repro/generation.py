@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from .losses import token_logprobs
 from .sampler import Generators, cache_kwargs, forward_params, output_cache, sample_tokens
 
 
@@ -111,7 +111,7 @@ def completion_logprobs(
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     n_prompt = completions.prompt_ids.shape[1]
     pred = logits[:, n_prompt - 1 : -1].float() / temperature  # (B, T, V)
-    logps = F.log_softmax(pred, dim=-1).gather(-1, completions.completion_ids[..., None]).squeeze(-1)
+    logps = token_logprobs(pred, completions.completion_ids)  # (B, T)
     return logps * completions.completion_mask  # (B, T)
 
 

@@ -38,6 +38,11 @@ class FeatureRewards:
         return self.alignment - self.diversity / 2
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) at every position: (..., V) logits and (...) token ids -> (...) log-probs."""
+    return F.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+
 def _thin_svd(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Batched thin SVD with the authors' fallback: retry once with 1e-6 * mean|X| noise, else give up."""
     try:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
+
+from .losses import token_logprobs
 
 
 @dataclass(frozen=True)
@@ -383,11 +384,10 @@ def strided_logprobs(
     positions = strided_position_ids(layout).to(device)
     logits, _ = forward_rows(model, sequences, allowed=allowed, position_ids=positions)  # (B, S, V)
     seq_len, n_blocks = layout.seq_len, layout.n_blocks
-    gt_logps = torch.log_softmax(logits[:, : seq_len - 1], dim=-1)  # (B, L-1, V)
-    gt_logps = gt_logps.gather(-1, sequences[:, 1:seq_len, None]).squeeze(-1)  # (B, L-1)
+    gt_logps = token_logprobs(logits[:, : seq_len - 1], sequences[:, 1:seq_len])  # (B, L-1)
     pred_rows = torch.cat(
         [layout.anchors.to(device) - 1, torch.arange(seq_len, total - n_blocks, device=device)]
     )
     gen_logits = logits[:, pred_rows] / temperature  # (B, G*K, V), step-major
-    gen_logps = F.log_softmax(gen_logits, dim=-1).gather(-1, sequences[:, seq_len:, None]).squeeze(-1)
+    gen_logps = token_logprobs(gen_logits, sequences[:, seq_len:])  # (B, G*K)
     return deinterleave_blocks(gen_logps, layout), gt_logps  # (B, K, G), (B, L-1)

@@ -14,7 +14,7 @@ from .batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batch
 from .distributed import all_reduce_sum
 from .evaluation import sample_for_prompts, verifier_results
 from .generation import completion_logprobs
-from .losses import rlvr_loss, sft_loss
+from .losses import rlvr_loss, sft_loss, token_logprobs
 from .utils import row_generators
 
 
@@ -30,7 +30,7 @@ def sft_step(ctx: Context, step: int) -> dict[str, float]:
     for part in micro_batches(len(rows), cfg.train.micro_batch_size):
         with autocast(ctx):
             logits = ctx.policy(input_ids=chunks[part], use_cache=False).logits[:, :-1].float()  # (b, L-1, V)
-        logps = torch.log_softmax(logits, -1).gather(-1, chunks[part, 1:, None]).squeeze(-1)  # (b, L-1)
+        logps = token_logprobs(logits, chunks[part, 1:])  # (b, L-1)
         loss, metrics = sft_loss(logps, target_mask[part])
         weight = target_mask[part].sum().item() / n_tokens
         (loss * weight).backward()
