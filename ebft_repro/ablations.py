@@ -27,7 +27,7 @@ REPORTED = ("val_ce", "val_ce_answer", "val_fm_loss", "pass@1", "pass@4")
 
 def base_config(mode: str, seed: int = 0, overrides: tuple[str, ...] = ()) -> ExperimentConfig:
     """The default EBFT run on Q&A coding at the tiny preset, with the mode's budget (micro runs if tiny)."""
-    from .notebook import MICRO_OVERRIDES
+    from .runner import MICRO_OVERRIDES
 
     budget = MICRO_OVERRIDES if mode == "tiny" else FULL_OVERRIDES
     return apply_overrides(get_preset("tiny", "qa_code", "ebft", seed=seed), [*budget, *overrides])

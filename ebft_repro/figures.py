@@ -269,7 +269,7 @@ def plot_method_curves(runs: list[dict], metrics: dict[str, str], path: Path, *,
     """One panel per metric over optimizer steps; one line per method (mean over seeds, shaded min-max).
 
     Args:
-        runs: run summaries with ``run_dir`` (:func:`ebft_repro.runner.collect_runs`), all of one task.
+        runs: run summaries with ``run_dir`` (:func:`ebft_repro.report.collect_runs`), all of one task.
         metrics: eval-row metric name -> axis label.
     """
     from matplotlib.ticker import MaxNLocator

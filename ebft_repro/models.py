@@ -13,57 +13,12 @@ from pathlib import Path
 
 import torch
 
-from .config import BaseModelConfig
+from .architectures import SPECIAL_TOKENS, count_parameters, make_causal_lm
+from .pretrain import ensure_base_model
+
+__all__ = ["SPECIAL_TOKENS", "count_parameters", "make_causal_lm", "load_causal_lm", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
-
-SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
-
-
-def make_causal_lm(cfg: BaseModelConfig, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int):
-    """A random-init causal LM of the configured architecture (Llama, Qwen2 or GPT-2)."""
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    common = dict(vocab_size=vocab_size, bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id)
-    if cfg.architecture == "gpt2":
-        config = GPT2Config(
-            n_embd=cfg.hidden_size,
-            n_layer=cfg.n_layers,
-            n_head=cfg.n_heads,
-            n_inner=cfg.intermediate_size,
-            n_positions=cfg.max_position_embeddings,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            **common,
-        )
-        model = GPT2LMHeadModel(config)
-    else:
-        config_cls, model_cls = (
-            (LlamaConfig, LlamaForCausalLM)
-            if cfg.architecture == "llama"
-            else (Qwen2Config, Qwen2ForCausalLM)
-        )
-        config = config_cls(
-            hidden_size=cfg.hidden_size,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_heads,
-            intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_position_embeddings,
-            tie_word_embeddings=True,
-            **common,
-        )
-        model = model_cls(config)
-    model.config._attn_implementation = "sdpa"
-    return model
 
 
 def check_readable(directory: Path) -> None:
@@ -99,8 +54,6 @@ def resolve_model_path(name: str, cfg: object | None = None) -> str:
         ValueError: for a path that is not a saved model; PermissionError for one that cannot be read.
     """
     if name.startswith("builtin:"):
-        from .pretrain import ensure_base_model
-
         if cfg is None:
             raise ValueError(f"model={name!r} needs the experiment config to locate the built-in base model")
         path = ensure_base_model(cfg.base, cfg.data, name=name.split(":", 1)[1])
@@ -162,7 +115,3 @@ def load_policy_and_tokenizer(cfg, device: str | torch.device = "cpu"):
     model = load_causal_lm(path, dtype=cfg.train.dtype, device=device)
     check_vocab(model, tokenizer)
     return model, tokenizer
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -16,23 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import METHODS
+from .runner import MICRO_OVERRIDES
 from .utils import read_json, repo_root, results_dir, seed_everything
 
 RUN_MODES = ("tiny", "full")
 PRESET_PREFERENCE = ("small", "cpu", "tiny")
-MICRO_OVERRIDES = (
-    "train.n_steps=1",
-    "train.chunks_per_step=1",
-    "train.checkpoint_every_steps=1",
-    "eval.every_steps=1",
-    "eval.n_prompts=2",
-    "eval.n_samples=2",
-    "eval.max_new_tokens=8",
-    "eval.n_fm_chunks=1",
-    "rlvr.prompts_per_step=1",
-    "rlvr.max_new_tokens=8",
-)
-"""Shrink a tiny-preset run to seconds for tiny mode. No ``data.*`` field: the base model is keyed by them."""
 
 
 def run_mode(value: str | None = None) -> str:
@@ -162,7 +150,7 @@ class ResultsSource:
         """Optimizer steps and seeds per method of the finished runs, e.g. ``16 steps, 1 seed``."""
         from collections import Counter
 
-        from .runner import collect_runs
+        from .report import collect_runs
 
         runs = collect_runs(self.out_dir, self.selection)
         steps = "/".join(str(n) for n in sorted({run["n_steps"] for run in runs}))
@@ -199,7 +187,7 @@ def load_selection(out_dir: Path) -> dict:
 
 def finished_tasks(out_dir: Path) -> list[str]:
     """Tasks for which every method has a finished run at its selected learning rate."""
-    from .runner import collect_runs
+    from .report import collect_runs
 
     if not (Path(out_dir) / "runs").exists():
         return []

@@ -81,7 +81,7 @@ def train_tokenizer(documents: list[str], vocab_size: int, out_dir: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .models import SPECIAL_TOKENS
+    from .architectures import SPECIAL_TOKENS
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -261,7 +261,7 @@ def ensure_base_model(
 
 
 def _build_base_model(base: BaseModelConfig, data: DataConfig, name: str, out_dir: Path) -> None:
-    from .models import count_parameters, make_causal_lm
+    from .architectures import count_parameters, make_causal_lm
 
     started = time.time()
     seed_everything(base.seed)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .evaluation import primary_metric
+from .utils import CorruptFileError, read_json
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 LOWER_IS_BETTER = ("val_ce", "val_ce_answer", "val_fm_loss")
@@ -159,9 +160,26 @@ def runs_frame(runs: list[dict]):
     return pd.DataFrame(rows)
 
 
+def collect_runs(out_dir: Path, selection: dict | None = None) -> list[dict]:
+    """Finished runs under ``out_dir/runs``; with a selection, only the picked learning rate of each pair."""
+    runs = []
+    for summary_path in sorted((Path(out_dir) / "runs").glob("*/summary.json")):
+        try:
+            summary = read_json(summary_path)
+        except CorruptFileError as err:
+            raise CorruptFileError(
+                f"{err}: remove {summary_path.parent} (or rerun reproduce with --force) to recompute it"
+            ) from None
+        pick = (selection or {}).get(f"{summary['task']}-{summary['method']}")
+        if pick and len(pick["grid"]) > 1 and not math.isclose(summary["lr"], pick["picked"]):
+            continue
+        summary["run_dir"] = str(summary_path.parent)
+        runs.append(summary)
+    return runs
+
+
 def load_runs(out_dir: Path):
     """Finished runs of a reproduction folder (``runs/*/summary.json`` at the selected learning rates)."""
-    from .runner import collect_runs
     from .utils import read_json
 
     selection_path = Path(out_dir) / "lr_selection.json"

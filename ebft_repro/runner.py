@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import METHODS, TASKS, apply_overrides, get_preset
 from .evaluation import primary_metric
-from .report import claims_table, mean_interval, runs_frame
+from .report import claims_table, collect_runs, mean_interval, runs_frame
 from .trainer import STEP0_DIR, train
 from .utils import (
     CorruptFileError,
@@ -50,6 +50,21 @@ REPORTED = (
     "train_s",
     "tokens_processed",
 )
+MICRO_OVERRIDES = (
+    "train.n_steps=1",
+    "train.chunks_per_step=1",
+    "train.checkpoint_every_steps=1",
+    "eval.every_steps=1",
+    "eval.n_prompts=2",
+    "eval.n_samples=2",
+    "eval.max_new_tokens=8",
+    "eval.n_fm_chunks=1",
+    "rlvr.prompts_per_step=1",
+    "rlvr.max_new_tokens=8",
+)
+"""Shrink a tiny-preset run to seconds for tiny mode. No ``data.*`` field: the base model is keyed by them."""
+
+
 COUNTS = ("correct_samples", "eval_samples", "solved_prompts", "eval_prompts")
 """Raw counts behind pass@1 (correct_samples / eval_samples) and pass@k (solved_prompts / eval_prompts)."""
 
@@ -214,24 +229,6 @@ def run_reproduction(
     aggregate(out_dir, _read_selection(out_dir))
     log.info(result.message())
     return result
-
-
-def collect_runs(out_dir: Path, selection: dict | None = None) -> list[dict]:
-    """Finished runs under ``out_dir/runs``; with a selection, only the picked learning rate of each pair."""
-    runs = []
-    for summary_path in sorted((Path(out_dir) / "runs").glob("*/summary.json")):
-        try:
-            summary = read_json(summary_path)
-        except CorruptFileError as err:
-            raise CorruptFileError(
-                f"{err}: remove {summary_path.parent} (or rerun reproduce with --force) to recompute it"
-            ) from None
-        pick = (selection or {}).get(f"{summary['task']}-{summary['method']}")
-        if pick and len(pick["grid"]) > 1 and not math.isclose(summary["lr"], pick["picked"]):
-            continue
-        summary["run_dir"] = str(summary_path.parent)
-        runs.append(summary)
-    return runs
 
 
 def base_records(runs: list[dict]) -> list[dict]:
