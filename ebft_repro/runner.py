@@ -298,6 +298,7 @@ def _verdicts(claims) -> str:
     """The paper's claims at this scale: a Markdown table from :func:`ebft_repro.report.claims_table`."""
     columns = ["claim", "task", "EBFT", "baseline", "verdict", "evidence", "seeds to settle"]
     lines = [
+        "",
         "## The paper's claims at this scale",
         "",
         "Final-step values, one per seed. Verdict rule (`ebft_repro/report.py`): Welch 95% interval of the",
