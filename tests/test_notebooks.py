@@ -153,3 +153,21 @@ def test_results_source_prefers_small_and_falls_back_to_tiny(monkeypatch, tmp_pa
         _fake_run(tmp_path / "small", "qa_code", method)
     write_json(tmp_path / "small" / "lr_selection.json", selection)
     assert nb.comparison_source(session, "qa_code", run_missing=False).preset == "small"
+
+
+def test_finished_cpu_results_win_over_tiny_and_lose_to_small(monkeypatch, tmp_path):
+    from ebft_repro import notebook as nb
+    from ebft_repro.utils import write_json
+
+    monkeypatch.setenv("EBFT_RESULTS_DIR", str(tmp_path))
+    methods = ("ebft", "sft", "rlvr")
+    selection = {f"qa_code-{m}": {"grid": [3e-4], "picked": 3e-4} for m in methods}
+    session = nb.Session("04_qa_coding", "full")
+    for preset in ("tiny", "cpu", "small"):
+        for method in methods:
+            _fake_run(tmp_path / preset, "qa_code", method)
+        write_json(tmp_path / preset / "lr_selection.json", selection)
+        source = nb.comparison_source(session, "qa_code", run_missing=False)
+        assert source.preset == preset  # each finished preset outranks the ones before it
+    cpu = nb.ResultsSource("cpu", tmp_path / "cpu", selection=selection)
+    assert "`cpu` preset" in cpu.banner() and "SMOKE-TEST" not in cpu.banner()
