@@ -18,7 +18,7 @@ import torch
 
 from .data import PackedChunks
 from .ebft import score_rollouts
-from .generation import decode_completions, left_pad, sample_completions
+from .generation import concat_completions, decode_completions, left_pad, sample_completions
 from .losses import cfm_estimate
 from .metrics import (
     clean_translation,
@@ -176,17 +176,18 @@ def sample_for_prompts(
 ) -> tuple[list[str], object]:
     """Sample ``n_samples`` completions per example (prompt-major order).  Prompts use special tokens.
 
-    ``generator`` is one torch generator, or one per completion row (prompt-major).
+    ``generator`` is one torch generator, or one per completion row (prompt-major).  Rows are generated
+    ``batch_size`` at a time; the returned Completions hold every row (B = examples x n_samples).
     """
     device = next(model.parameters()).device
     prompt_tokens = [tokenizer(ex.prompt, add_special_tokens=True)["input_ids"] for ex in examples]
     rows = [ids for ids in prompt_tokens for _ in range(n_samples)]
-    texts, last = [], None
+    texts, parts = [], []
     was_training = model.training
     model.eval()
     for start in range(0, len(rows), batch_size):
         ids, mask = left_pad(rows[start : start + batch_size], tokenizer.pad_token_id)
-        last = sample_completions(
+        part = sample_completions(
             model,
             ids.to(device),
             mask.to(device),
@@ -197,9 +198,10 @@ def sample_for_prompts(
             top_p=top_p,
             generator=generator[start : start + batch_size] if isinstance(generator, list) else generator,
         )
-        texts += decode_completions(tokenizer, last)
+        texts += decode_completions(tokenizer, part)
+        parts.append(part)
     model.train(was_training)
-    return texts, last
+    return texts, concat_completions(parts, tokenizer.pad_token_id)
 
 
 def downstream_eval(

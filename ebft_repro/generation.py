@@ -101,6 +101,25 @@ def sample_completions(
     return Completions(prompt_ids, prompt_mask, completion_ids, completion_mask)
 
 
+def concat_completions(parts: list[Completions], pad_id: int) -> Completions:
+    """Stack micro-batches of completions into one batch: prompts re-left-padded, completions right-padded."""
+    if len(parts) == 1:
+        return parts[0]
+    width_p = max(part.prompt_ids.shape[1] for part in parts)
+    width_t = max(part.completion_ids.shape[1] for part in parts)
+
+    def pad(tensor: torch.Tensor, width: int, value, *, left: bool) -> torch.Tensor:
+        extra = width - tensor.shape[1]
+        return torch.nn.functional.pad(tensor, (extra, 0) if left else (0, extra), value=value)
+
+    return Completions(
+        torch.cat([pad(part.prompt_ids, width_p, pad_id, left=True) for part in parts]),  # (B, P)
+        torch.cat([pad(part.prompt_mask, width_p, False, left=True) for part in parts]),  # (B, P)
+        torch.cat([pad(part.completion_ids, width_t, pad_id, left=False) for part in parts]),  # (B, T)
+        torch.cat([pad(part.completion_mask, width_t, False, left=False) for part in parts]),  # (B, T)
+    )
+
+
 def completion_logprobs(
     model: torch.nn.Module, completions: Completions, *, temperature: float
 ) -> torch.Tensor:

@@ -158,39 +158,3 @@ def sentence_chrf(hypothesis: str, reference: str) -> float:
     import sacrebleu
 
     return float(sacrebleu.sentence_chrf(hypothesis, [reference]).score) / 100.0
-
-
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """Summed next-token negative log-likelihood over masked positions.
-
-    Returning the sum and the token count (not a mean) lets callers form token-weighted means across
-    batches of different sizes.
-
-    Args:
-        logits: (B, T, V) scores, already aligned so that ``logits[:, t]`` predicts ``labels[:, t]``.
-        labels: (B, T) target token ids; values at unmasked positions are ignored (may be padding/-100).
-        mask: (B, T) bool or 0/1, which positions count.
-
-    Returns:
-        ``(sum of NLL in nats over masked tokens, number of masked tokens)``.
-
-    Raises:
-        ValueError: on inconsistent shapes.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if logits.dim() != 3 or labels.shape != logits.shape[:2] or mask.shape != labels.shape:
-        raise ValueError(
-            f"expected logits (B, T, V) with labels and mask (B, T); got {tuple(logits.shape)}, "
-            f"{tuple(labels.shape)}, {tuple(mask.shape)}"
-        )
-    with torch.no_grad():
-        keep = mask.to(device=logits.device, dtype=torch.bool)
-        # Select positions first so only the counted rows are upcast to float32.
-        selected = logits[keep].float()
-        targets = labels.to(logits.device)[keep].long()
-        if targets.numel() == 0:
-            return 0.0, 0
-        nll = F.cross_entropy(selected, targets, reduction="sum")
-    return float(nll.item()), int(targets.numel())

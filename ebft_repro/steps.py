@@ -25,7 +25,7 @@ def sft_step(ctx: Context, step: int) -> dict[str, float]:
     chunks = ctx.train_chunks[rows].to(ctx.device)  # (B, L)
     target_mask = ctx.train_target_mask[rows].to(ctx.device)  # (B, L-1)
     ctx.policy.train()
-    n_tokens = all_reduce_sum(target_mask.sum().item())
+    n_tokens = all_reduce_sum(target_mask.sum().item(), ctx.device)
     sums: dict[str, float] = {}
     for part in micro_batches(len(rows), cfg.train.micro_batch_size):
         with autocast(ctx):

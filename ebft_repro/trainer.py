@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 STEPS = {"ebft": ebft_step, "sft": sft_step, "rlvr": rlvr_step}
 """One optimizer step's loss and backward for each method."""
 STREAM_EVAL, STREAM_FM = "eval", "fm"
-TIMING_KEYS = ("wall_s", "step_s")
 STEP0_DIR = "_step0"
 """The runner's folder, next to its run folders, of cached step-0 evaluations (the base model)."""
 
@@ -329,8 +328,8 @@ def _train_step(ctx: Context, state: _State, params: list, step: int) -> dict:
     metrics = STEPS[cfg.method](ctx, step)
     distributed.all_reduce_gradients(params)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
-    tokens = distributed.all_reduce_sum(metrics.pop("tokens", 0.0))
-    metrics = distributed.average_metrics(metrics)
+    tokens = distributed.all_reduce_sum(metrics.pop("tokens", 0.0), ctx.device)
+    metrics = distributed.average_metrics(metrics, ctx.device)
     check_finite(
         metrics | {"grad_norm": grad_norm}, run_name=cfg.run_name, step=step, what="the training step"
     )
@@ -490,8 +489,3 @@ def summarize(cfg: ExperimentConfig, rows: list[dict], cost: dict) -> dict:
         "base_model": base_model_identity(cfg),
         "config": cfg.to_dict(),
     }
-
-
-def strip_timing(rows: list[dict]) -> list[dict]:
-    """Metrics without wall-clock fields, for comparing runs."""
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]

@@ -98,3 +98,36 @@ def test_gradient_checkpointing_gives_the_same_step(model_dirs):
     sft_step(checkpointed, 0)
     for (name, a), (_, b) in zip(plain.policy.named_parameters(), checkpointed.policy.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_collectives_run_on_the_training_device(monkeypatch):
+    """NCCL cannot reduce CPU tensors: every all_reduce must get a tensor on the training device.
+
+    The `meta` device stands in for a GPU (no data, so the values are not checked here; the two-process
+    test above checks them on CPU)."""
+    from ebft_repro import distributed
+
+    seen = []
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, *a, **k: seen.append(tensor.device))
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    device = torch.device("meta")
+
+    assert distributed.reduce_tensor([1.0, 2.0], device).device == device
+    layer = torch.nn.Linear(3, 2, device=device)
+    layer.weight.grad = torch.zeros_like(layer.weight)  # bias has no gradient on this rank
+    distributed.all_reduce_gradients(list(layer.parameters()))
+    assert layer.bias.grad is not None and layer.bias.grad.device == device
+    assert seen == [device, device]  # one collective per call: the gradients travel as one flat buffer
+
+
+def test_flat_gradient_reduction_keeps_each_parameter_in_place(monkeypatch):
+    from ebft_repro import distributed
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, *a, **k: tensor.mul_(2))  # 2 ranks
+    layer = torch.nn.Linear(3, 2)
+    layer.weight.grad = torch.arange(6.0).view(2, 3)
+    distributed.all_reduce_gradients(list(layer.parameters()))
+    assert torch.equal(layer.weight.grad, 2 * torch.arange(6.0).view(2, 3))
+    assert torch.equal(layer.bias.grad, torch.zeros(2))

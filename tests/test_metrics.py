@@ -13,7 +13,6 @@ from ebft_repro.metrics import (
     mean_pass_at_k,
     pass_at_k,
     sentence_chrf,
-    token_cross_entropy,
 )
 
 # --- pass@k ------------------------------------------------------------------------------------------
@@ -160,40 +159,3 @@ def test_sentence_chrf_hand_computed_small_case():
     assert sentence_chrf("ab", "abc") == pytest.approx(7 / 11, abs=1e-9)
 
 
-# --- token_cross_entropy -----------------------------------------------------------------------------
-
-
-def test_token_cross_entropy_uniform_logits():
-    # uniform logits over V = 4: each token costs log 4 nats; 2 tokens -> sum 2 log 4
-    logits = torch.zeros(1, 2, 4)
-    labels = torch.tensor([[1, 3]])
-    total, n_tokens = token_cross_entropy(logits, labels, torch.ones(1, 2, dtype=torch.bool))
-    assert n_tokens == 2
-    assert total == pytest.approx(2 * math.log(4), abs=1e-6)
-
-
-def test_token_cross_entropy_hand_computed_with_mask():
-    # V = 2. position 0: logits [0, ln 3] -> softmax [1/4, 3/4], label 1 -> -ln(3/4) = ln(4/3)
-    #        position 1: logits [ln 3, 0] -> softmax [3/4, 1/4], label 1 -> -ln(1/4) = ln 4
-    #        position 2: masked out (its label is -100, which must be ignored, not crash)
-    # sum = ln(4/3) + ln 4 = ln(16/3) = 1.673976, n = 2
-    ln3 = math.log(3)
-    logits = torch.tensor([[[0.0, ln3], [ln3, 0.0], [5.0, -5.0]]])
-    labels = torch.tensor([[1, 1, -100]])
-    mask = torch.tensor([[1, 1, 0]])
-    total, n_tokens = token_cross_entropy(logits, labels, mask)
-    assert n_tokens == 2
-    assert total == pytest.approx(math.log(16 / 3), abs=1e-6)
-
-
-def test_token_cross_entropy_is_additive_across_batches_and_validates_shapes():
-    torch.manual_seed(0)
-    logits, labels = torch.randn(3, 5, 7), torch.randint(0, 7, (3, 5))
-    mask = torch.rand(3, 5) > 0.3
-    whole = token_cross_entropy(logits, labels, mask)
-    parts = [token_cross_entropy(logits[i : i + 1], labels[i : i + 1], mask[i : i + 1]) for i in range(3)]
-    assert whole[1] == sum(p[1] for p in parts) == int(mask.sum())
-    assert whole[0] == pytest.approx(sum(p[0] for p in parts), rel=1e-5)
-    assert token_cross_entropy(logits, labels, torch.zeros(3, 5, dtype=torch.bool)) == (0.0, 0)
-    with pytest.raises(ValueError):
-        token_cross_entropy(logits, labels[:, :4], mask)
