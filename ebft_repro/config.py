@@ -19,8 +19,11 @@ from typing import Any
 TASKS = ("qa_code", "code", "translation")
 METHODS = ("ebft", "sft", "rlvr")
 PRESETS = ("tiny", "cpu", "small", "paper")
-WHITENING = ("none", "sample", "feature")
-POOLING = ("last_token", "mean", "concat")
+WHITENINGS = ("none", "sample", "feature")
+"""Reward whitening (spec 2.1): none, the authors' n x n operator on the rollouts, or the paper's D x D transform."""
+POOLINGS = ("last_token", "mean", "concat_quartiles", "concat_all")
+"""How a block's G token features become one vector (spec section 5): the last token; the mean; the tokens at
+25/50/75% of the block concatenated (the authors' ``concat``); or all G tokens concatenated."""
 SCHEDULES = ("constant", "cosine")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
@@ -249,13 +252,13 @@ class FeaturizerConfig:
     layers: tuple[float | int, ...] = (0.25, 0.5, 0.75)
     """Depth fractions in (0, 1) or explicit hidden-state indices (0 = embeddings)."""
     pooling: str = "last_token"
-    """How a block's token features become one vector: one of POOLING."""
+    """How a block's token features become one vector: one of POOLINGS."""
     feature_model: str | None = None
     """None: a frozen copy of the initial policy; else a model name or path (e.g. the base in warm starts)."""
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        _check_choice(self, "pooling", POOLING)
+        _check_choice(self, "pooling", POOLINGS)
         if not self.layers:
             raise ValueError("featurizer.layers must name at least one layer")
         for layer in self.layers:
@@ -280,7 +283,7 @@ class LossConfig:
     ce_coef: float = 0.03
     """gamma: weight of the teacher-forced CE on ground-truth tokens; swept over {0, 0.03, 0.1}."""
     whitening: str = "sample"
-    """one of WHITENING: the authors' n x n operator, the paper's D x D transform, or none (spec 2.1)."""
+    """one of WHITENINGS: the authors' n x n operator, the paper's D x D transform, or none (spec 2.1)."""
     rl_coef: float = 1.0
     kl_coef: float = 0.0
     """beta: KL(policy || frozen initial policy) on the generated tokens; 0 (off) in every released config."""
@@ -289,7 +292,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        _check_choice(self, "whitening", WHITENING)
+        _check_choice(self, "whitening", WHITENINGS)
         _check_choice(self, "kl_estimator", KL_ESTIMATORS)
         _check_positive(
             self, "alignment_coef", "diversity_coef", "ce_coef", "rl_coef", "kl_coef", allow_zero=True

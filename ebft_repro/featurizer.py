@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .config import POOLINGS
 from .sampler import (
     StridedLayout,
     deinterleave_blocks,
@@ -24,8 +25,6 @@ from .sampler import (
     strided_attention_mask,
     strided_position_ids,
 )
-
-POOLINGS = ("last_token", "mean", "concat")
 
 
 def resolve_layers(layers: Sequence[float | int], n_layers: int) -> tuple[int, ...]:
@@ -61,8 +60,9 @@ class FeatureNetwork(torch.nn.Module):
     Args:
         model: the model to copy (deep-copied; never shares parameters with the policy).
         layers: depth fractions in (0, 1) or explicit hidden-state indices.
-        pooling: ``last_token`` (code tasks), ``mean`` (translation; not re-normalised) or ``concat``
-            (the normalised features at 25/50/75% of the block, concatenated).
+        pooling: one of POOLINGS: ``last_token`` (code tasks), ``mean`` (translation; not
+            re-normalised), ``concat_quartiles`` (the tokens at 25/50/75% of the block concatenated, the
+            authors' ``concat``) or ``concat_all`` (all G tokens concatenated: D' = G x D).
         copy_model: set False to wrap ``model`` itself (it is then frozen in place), e.g. a separate base.
         adapters_off: ``model`` is a peft model being trained with LoRA; features come from it with the
             adapters disabled (the base weights, shared, not copied). It is neither frozen nor registered
@@ -95,10 +95,10 @@ class FeatureNetwork(torch.nn.Module):
         """The feature network stays in eval mode whatever the caller asks."""
         return super().train(False)
 
-    @property
-    def feature_dim(self) -> int:
+    def feature_dim(self, gen_len: int) -> int:
+        """D' of a pooled block feature for blocks of ``gen_len`` tokens."""
         hidden = getattr(self.model.config, "hidden_size", None) or self.model.config.n_embd
-        factor = 3 if self.pooling == "concat" else 1
+        factor = {"concat_quartiles": 3, "concat_all": gen_len}.get(self.pooling, 1)
         return factor * hidden * len(self.layer_indices)
 
     @torch.no_grad()
@@ -116,7 +116,7 @@ class FeatureNetwork(torch.nn.Module):
             allowed: optional (S, S) bool mask (default causal); position_ids: optional (S,).
 
         Returns:
-            (B, S, D) float32, unit norm per token.
+            (B, S, D) float32, unit norm per token (normalised in the network's own dtype).
         """
         n_batch, length = input_ids.shape
         device = input_ids.device
@@ -137,18 +137,19 @@ class FeatureNetwork(torch.nn.Module):
                 **({"logits_to_keep": 1} if "logits_to_keep" in forward_params(self.model) else {}),
             )
         self.model.train(was_training and self.adapters_off)
-        hidden = torch.cat(
-            [outputs.hidden_states[i].float() for i in self.layer_indices], dim=-1
-        )  # (B, S, D)
-        return F.normalize(hidden, dim=-1)
+        hidden = torch.cat([outputs.hidden_states[i] for i in self.layer_indices], dim=-1)  # (B, S, D)
+        # Normalised in the network's dtype, as the authors do in bf16 (train.feature_dtype), then float32.
+        return F.normalize(hidden, dim=-1).float()
 
     def pool(self, block_feats: torch.Tensor) -> torch.Tensor:
         """Pool (..., G, D) token features of a block to (..., D') (spec section 2 item 2)."""
         if self.pooling == "last_token":
-            return block_feats[..., -1, :]
+            return block_feats[..., -1, :]  # (..., D)
         if self.pooling == "mean":
-            return block_feats.mean(dim=-2)
-        gen_len = block_feats.shape[-2]
+            return block_feats.mean(dim=-2)  # (..., D)
+        if self.pooling == "concat_all":
+            return block_feats.flatten(-2)  # (..., G*D)
+        gen_len = block_feats.shape[-2]  # concat_quartiles: (..., 3*D)
         picks = [min(gen_len - 1, max(0, math.floor(gen_len * q))) for q in (0.25, 0.5, 0.75)]
         return torch.cat([block_feats[..., i, :] for i in picks], dim=-1)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-WHITENINGS = ("none", "sample", "feature")
+from .config import WHITENINGS
+
 _SV_RELATIVE_CUTOFF = 1e-5  # singular values below this fraction of the largest are treated as zero (code)
 _SV_GUARD = 1e-12
 

@@ -41,7 +41,7 @@ def pretraining_corpus(base: BaseModelConfig, data: DataConfig) -> list[str]:
     from .data import load_task
 
     held_out: set[str] = set()
-    for task in tasks.TASK_NAMES:
+    for task in tasks.TASKS:
         task_data = load_task(task, data)
         for ex in task_data.train + task_data.validation + task_data.test:
             held_out.add(ex.prompt + ex.completion)

@@ -23,7 +23,7 @@ LAYERS = (
     ("steps", "trainer"),
     # 4. experiments: the runner, reports, ablations, plots, benchmarks, scaling, the command line
     ("runner", "report", "ablations", "plotting", "bench", "bench_step", "scaling", "cli", "prepare",
-     "__main__"),
+     "precision", "__main__"),
     # 5. the notebooks' helpers
     ("teaching", "figures", "notebook"),
 )  # fmt: skip

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ebft_repro.config import POOLINGS
 from ebft_repro.featurizer import FeatureNetwork, resolve_layers
 from ebft_repro.sampler import StridedLayout, strided_generate
 
@@ -26,7 +27,7 @@ def test_feature_network_is_a_frozen_copy(tiny_llama):
     assert policy_ptrs.isdisjoint(p.data_ptr() for p in net.parameters())
 
 
-@pytest.mark.parametrize("pooling", ["last_token", "mean", "concat"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_strided_features_equal_separate_forwards(any_model, pooling):
     layout = StridedLayout(24, 4, 4, 4)
     net = FeatureNetwork(any_model, pooling=pooling)
@@ -35,7 +36,7 @@ def test_strided_features_equal_separate_forwards(any_model, pooling):
         any_model, input_ids, stride=4, context_len=4, gen_len=4, generator=torch.Generator()
     )
     gen_feats, gt_feats = net.strided_features(rollouts.sequences, layout)
-    assert gen_feats.shape == gt_feats.shape == (2, layout.n_blocks, net.feature_dim)
+    assert gen_feats.shape == gt_feats.shape == (2, layout.n_blocks, net.feature_dim(4))
     for k in range(layout.n_blocks):
         prefix = input_ids[:, : layout.anchor(k)]
         expected_gen = net.block_features(torch.cat([prefix, rollouts.blocks[:, k]], 1), 4)
@@ -51,3 +52,27 @@ def test_token_features_are_unit_norm_over_the_concatenation(tiny_llama):
     torch.testing.assert_close(feats.norm(dim=-1), torch.ones(2, 10))
     # normalised jointly, not layer by layer: the per-layer pieces are not each unit norm
     assert not torch.allclose(feats[..., :32].norm(dim=-1), torch.ones(2, 10))
+
+
+def test_concat_poolings_are_named_for_what_they_keep(tiny_llama):
+    """concat_quartiles: the tokens at 25/50/75% of the block (the authors' `concat`); concat_all: all G."""
+    block = torch.arange(8 * 3, dtype=torch.float32).view(1, 8, 3)  # (B, G=8, D=3)
+    quartiles = FeatureNetwork(tiny_llama, pooling="concat_quartiles").pool(block)
+    everything = FeatureNetwork(tiny_llama, pooling="concat_all").pool(block)
+    assert torch.equal(quartiles, torch.cat([block[:, 2], block[:, 4], block[:, 6]], dim=-1))
+    assert torch.equal(everything, block.reshape(1, 24))
+    with pytest.raises(ValueError, match="concat_quartiles"):
+        FeatureNetwork(tiny_llama, pooling="concat")
+
+
+def test_feature_dtype_effect_is_zero_for_the_same_dtype_and_small_for_bf16(model_dirs):
+    from ebft_repro.precision import feature_dtype_effect
+
+    from .conftest import fast_config
+
+    cfg = fast_config(model_dirs["llama"], method="ebft")
+    same = feature_dtype_effect(cfg, n_chunks=2, dtype="float32")
+    assert same["advantage_rel_l2"] == 0.0 and same["advantage_sign_agreement"] == 1.0
+    bf16 = feature_dtype_effect(cfg, n_chunks=2, dtype="bfloat16")
+    assert 0.0 < bf16["advantage_rel_l2"] < 1.0  # bf16 moves the advantages, but does not scramble them
+    assert bf16["feature_cosine_min"] > 0.99

@@ -312,7 +312,7 @@ def test_pretraining_corpus_shares_nothing_with_any_task_split():
     corpus = pretraining_corpus(base, data)
     assert len(corpus) == 300 + 20 + 300
     documents = set(corpus)
-    for task in tasks.TASK_NAMES:
+    for task in tasks.TASKS:
         task_data = load_task(task, data)
         for split in ("train", "validation", "test"):
             texts = {ex.prompt + ex.completion for ex in task_data.split(split)}
@@ -379,7 +379,7 @@ def test_fix_leading_caps():
 
 
 def test_dispatch():
-    assert tasks.TASK_NAMES == ("qa_code", "code", "translation")
+    assert tasks.TASKS == ("qa_code", "code", "translation")
     assert len(tasks.build_splits("qa_code", n_train=5, n_val=2, n_test=2)["train"]) == 5
     with pytest.raises(ValueError, match="qa_code, code, translation"):
         tasks.build_splits("math")

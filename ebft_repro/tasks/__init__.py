@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib
 
+from ebft_repro.config import TASKS
 from ebft_repro.tasks.base import Example
 
-TASK_NAMES = ("qa_code", "code", "translation")
-
-__all__ = ["TASK_NAMES", "Example", "build_splits"]
+__all__ = ["TASKS", "Example", "build_splits"]
 
 
 def build_splits(task: str, **kwargs) -> dict[str, list[Example]]:
@@ -17,6 +16,6 @@ def build_splits(task: str, **kwargs) -> dict[str, list[Example]]:
     Raises:
         ValueError: for an unknown task name.
     """
-    if task not in TASK_NAMES:
-        raise ValueError(f"unknown task {task!r}; allowed values: {', '.join(TASK_NAMES)}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed values: {', '.join(TASKS)}")
     return importlib.import_module(f"ebft_repro.tasks.{task}").build_splits(**kwargs)
