@@ -249,22 +249,49 @@ def _settle_text(result: str, needed: int | None, ebft: list[float], base: list[
     return f"~{needed} per method at the measured spread"
 
 
-def summary_table(frame, task: str, metrics: list[str] | None = None):
-    """Mean ± 95% t-interval over seeds of each method's final metrics on one task (strings)."""
+def _count_text(row, metric: str) -> str:
+    """`` (41/512)``: the counts behind a pass rate, summed over seeds; empty for other metrics."""
+    counts = {"pass@1": ("correct_samples", "eval_samples")}
+    if metric.startswith("pass@") and metric != "pass@1":
+        counts[metric] = ("solved_prompts", "eval_prompts")
+    if metric not in counts:
+        return ""
+    hits, total = (row.get(name) for name in counts[metric])
+    if hits is None or total is None or any(isinstance(v, float) and math.isnan(v) for v in (hits, total)):
+        return ""
+    return f" ({int(hits)}/{int(total)})"
+
+
+def summary_cell(row, metric: str) -> str:
+    """``0.0345 ± 0.0028 (53/1536)``: one (task, method) row of ``summary.csv`` for one metric; "" if absent."""
+    value, half = row.get(metric), row.get(f"{metric}_ci95")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    interval = "" if half is None or math.isnan(half) else f" ± {half:.2g}"
+    return f"{value:.4g}{interval}{_count_text(row, metric)}"
+
+
+def task_summary(out_dir: Path, task: str):
+    """The runner's ``summary.csv`` rows of one task (the base model first), as strings with counts.
+
+    Raises:
+        FileNotFoundError: when ``out_dir`` has no ``summary.csv`` (run ``reproduce`` first).
+    """
     import pandas as pd
 
-    metrics = metrics or [m for m in default_metrics(task) if m in frame.columns]
+    path = Path(out_dir) / "summary.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `python -m ebft_repro reproduce` first")
+    summary = pd.read_csv(path)
+    summary = summary[summary["task"] == task]
+    wanted = default_metrics(task)
+    wanted.insert(len(wanted) - 3, "unit_test_pass_frac")  # after the accuracy metrics, before the losses
+    metrics = [m for m in wanted if m in summary and summary[m].notna().any()]
     rows = []
-    for method in ("ebft", "sft", "rlvr"):
-        sub = frame[(frame["task"] == task) & (frame["method"] == method)]
-        if sub.empty:
-            continue
-        row = {"method": method.upper(), "seeds": len(sub), "lr": f"{sub['lr'].iloc[0]:.0e}"}
-        for metric in metrics:
-            values = [float(v) for v in sub[metric].dropna()]
-            mean, half = mean_interval(values) if values else (math.nan, math.nan)
-            row[metric] = f"{mean:.4g}" + ("" if math.isnan(half) else f" ± {half:.2g}")
-        rows.append(row)
+    for _, row in summary.iterrows():
+        lr = "—" if math.isnan(row["lr"]) else f"{row['lr']:.0e}"
+        cells = {metric: summary_cell(row, metric) for metric in metrics}
+        rows.append({"method": row["method"], "seeds": int(row["n_seeds"]), "lr": lr} | cells)
     return pd.DataFrame(rows).set_index("method")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import METHODS, TASKS, apply_overrides, get_preset
 from .evaluation import primary_metric
-from .report import claims_table, collect_runs, mean_interval, runs_frame
+from .report import claims_table, collect_runs, mean_interval, runs_frame, summary_cell
 from .trainer import STEP0_DIR, train
 from .utils import (
     CorruptFileError,
@@ -314,19 +314,6 @@ def _verdicts(claims) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _count_text(row, metric: str) -> str:
-    """`` (41/512)``: the counts behind a pass rate, summed over seeds; empty for other metrics."""
-    counts = {"pass@1": ("correct_samples", "eval_samples")}
-    if metric.startswith("pass@") and metric != "pass@1":
-        counts[metric] = ("solved_prompts", "eval_prompts")
-    if metric not in counts:
-        return ""
-    hits, total = (row.get(name) for name in counts[metric])
-    if hits is None or total is None or any(isinstance(v, float) and math.isnan(v) for v in (hits, total)):
-        return ""
-    return f" ({int(hits)}/{int(total)})"
-
-
 def _markdown(summary, metrics: list[str], preset: str) -> str:
     lines = [f"# EBFT vs SFT vs RLVR: `{preset}` preset", ""]
     if preset == "tiny":
@@ -352,15 +339,7 @@ def _markdown(summary, metrics: list[str], preset: str) -> str:
     lines.append("| task | method | seeds | lr | " + " | ".join(shown) + " |")
     lines.append("|" + "---|" * (4 + len(shown)))
     for _, row in summary.iterrows():
-        cells = []
-        for metric in shown:
-            value, half = row.get(metric), row.get(f"{metric}_ci95")
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                cells.append("")
-            elif half is None or math.isnan(half):
-                cells.append(f"{value:.4g}{_count_text(row, metric)}")
-            else:
-                cells.append(f"{value:.4g} ± {half:.2g}{_count_text(row, metric)}")
+        cells = [summary_cell(row, metric) for metric in shown]
         lr = "—" if math.isnan(row["lr"]) else f"{row['lr']:.0e}"
         lines.append(
             f"| {row['task']} | {row['method']} | {row['n_seeds']} | {lr} | " + " | ".join(cells) + " |"

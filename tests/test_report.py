@@ -114,12 +114,24 @@ def test_load_runs_keeps_only_the_selected_learning_rate(tmp_path):
     assert frame["pass@1"].tolist() == [0.2]
 
 
-def test_summary_table_formats_mean_and_interval():
-    frame = _frame({"ebft": [1.0, 2.0, 3.0], "sft": [5.0]}, "pass@1")
-    table = report.summary_table(frame, "qa_code", ["pass@1"])
-    assert table.loc["EBFT", "pass@1"] == "2 ± 2.5"
-    assert table.loc["SFT", "pass@1"] == "5"
-    assert table.loc["EBFT", "seeds"] == 3
+def test_task_summary_shows_the_base_row_intervals_and_counts(tmp_path):
+    import pandas as pd
+
+    rows = [
+        {"task": "qa_code", "method": "base", "n_seeds": 3, "lr": float("nan"), "pass@1": 0.0345,
+         "pass@1_ci95": 0.0028, "correct_samples": 53, "eval_samples": 1536, "val_ce": 0.57},
+        {"task": "qa_code", "method": "ebft", "n_seeds": 1, "lr": 1e-4, "pass@1": 0.5,
+         "pass@1_ci95": float("nan"), "correct_samples": 2, "eval_samples": 4, "val_ce": 0.5},
+        {"task": "translation", "method": "sft", "n_seeds": 1, "lr": 3e-4, "bleu": 3.0, "val_ce": 3.3},
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    table = report.task_summary(tmp_path, "qa_code")
+    assert list(table.index) == ["base", "ebft"]
+    assert table.loc["base", "pass@1"] == "0.0345 ± 0.0028 (53/1536)"
+    assert table.loc["ebft", "pass@1"] == "0.5 (2/4)" and table.loc["ebft", "lr"] == "1e-04"
+    assert table.loc["base", "lr"] == "—" and "bleu" not in table
+    with pytest.raises(FileNotFoundError, match="reproduce"):
+        report.task_summary(tmp_path / "missing", "qa_code")
 
 
 def test_seeds_to_settle_hand_computed():
