@@ -56,8 +56,8 @@ reproduce: setup
 	$(BIN)/python -m ebft_repro reproduce --preset $(PRESET)
 
 bench: setup
-	$(BIN)/python -m ebft_repro.bench sampler
-	$(BIN)/python -m ebft_repro.bench sandbox
+	$(BIN)/python -m ebft_repro.experiments.bench sampler
+	$(BIN)/python -m ebft_repro.experiments.bench sandbox
 
 lint: setup
 	$(BIN)/ruff check ebft_repro tests

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import BaseModelConfig
+from ebft_repro.config import BaseModelConfig
 
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
 

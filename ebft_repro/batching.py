@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ExperimentConfig
-from .distributed import shard
-from .featurizer import FeatureNetwork
+from ebft_repro.config import ExperimentConfig
+from ebft_repro.distributed import shard
+from ebft_repro.featurizer import FeatureNetwork
 
 STREAM_SAMPLE = "sample"
 

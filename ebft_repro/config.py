@@ -20,7 +20,7 @@ TASKS = ("qa_code", "code", "translation")
 METHODS = ("ebft", "sft", "rlvr")
 PRESETS = ("tiny", "cpu", "small", "paper")
 WHITENINGS = ("none", "sample", "feature")
-"""Reward whitening (spec 2.1): none, the authors' n x n operator on the rollouts, or the paper's D x D transform."""
+"""Reward whitening (spec 2.1): none, the authors' n x n operator on rollouts, or the paper's D x D map."""
 POOLINGS = ("last_token", "mean", "concat_quartiles", "concat_all")
 """How a block's G token features become one vector (spec section 5): the last token; the mean; the tokens at
 25/50/75% of the block concatenated (the authors' ``concat``); or all G tokens concatenated."""

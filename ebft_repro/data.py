@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import torch
 
-from .config import DataConfig
-from .tasks.base import Example
+from ebft_repro.config import DataConfig
+from ebft_repro.tasks.base import Example
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class TaskData:
 
 
 def _build(task: str, data: DataConfig) -> dict[str, list[Example]]:
-    from . import tasks
+    from ebft_repro import tasks
 
     if task == "qa_code":
         if data.source:

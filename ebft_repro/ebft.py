@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
-from .config import LossConfig
-from .losses import FeatureRewards, ebft_loss, feature_matching_rewards, rloo_advantages
-from .sampler import StridedLayout, StridedRollouts, strided_generate, strided_logprobs
-from .utils import row_generators
+from ebft_repro.batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
+from ebft_repro.config import LossConfig
+from ebft_repro.losses import FeatureRewards, ebft_loss, feature_matching_rewards, rloo_advantages
+from ebft_repro.sampler import StridedLayout, StridedRollouts, strided_generate, strided_logprobs
+from ebft_repro.utils import row_generators
 
 
 def group(values: torch.Tensor, n_samples: int) -> torch.Tensor:

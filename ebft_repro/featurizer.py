@@ -16,12 +16,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import POOLINGS
-from .sampler import (
+from ebft_repro.config import POOLINGS
+from ebft_repro.hf_compat import forward_params, model_attention_mask
+from ebft_repro.sampler import (
     StridedLayout,
     deinterleave_blocks,
-    forward_params,
-    model_attention_mask,
     strided_attention_mask,
     strided_position_ids,
 )

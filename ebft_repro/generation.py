@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .losses import token_logprobs
-from .sampler import Generators, cache_kwargs, forward_params, output_cache, sample_tokens
+from ebft_repro.hf_compat import cache_kwargs, forward_params, output_cache
+from ebft_repro.losses import token_logprobs
+from ebft_repro.sampler import Generators, sample_tokens
 
 
 @dataclass

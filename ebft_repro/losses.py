@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import WHITENINGS
+from ebft_repro.config import WHITENINGS
 
 _SV_RELATIVE_CUTOFF = 1e-5  # singular values below this fraction of the largest are treated as zero (code)
 _SV_GUARD = 1e-12

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .architectures import SPECIAL_TOKENS, count_parameters, make_causal_lm
-from .pretrain import ensure_base_model
+from ebft_repro.architectures import SPECIAL_TOKENS, count_parameters, make_causal_lm
+from ebft_repro.pretrain import ensure_base_model
 
 __all__ = ["SPECIAL_TOKENS", "count_parameters", "make_causal_lm", "load_causal_lm", "load_tokenizer"]
 

@@ -22,8 +22,16 @@ from pathlib import Path
 
 import torch
 
-from .config import BaseModelConfig, DataConfig
-from .utils import cache_dir, config_hash, file_lock, file_mode, progress, seed_everything, write_json
+from ebft_repro.config import BaseModelConfig, DataConfig
+from ebft_repro.utils import (
+    cache_dir,
+    config_hash,
+    file_lock,
+    file_mode,
+    progress,
+    seed_everything,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +45,8 @@ def pretraining_corpus(base: BaseModelConfig, data: DataConfig) -> list[str]:
     as in the paper, and nothing evaluated is seen in pretraining. The corpus does not depend on
     ``data.n_train``; as a safety net any document equal to a train/validation/test example is dropped.
     """
-    from . import tasks
-    from .data import load_task
+    from ebft_repro import tasks
+    from ebft_repro.data import load_task
 
     held_out: set[str] = set()
     for task in tasks.TASKS:
@@ -81,7 +89,7 @@ def train_tokenizer(documents: list[str], vocab_size: int, out_dir: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .architectures import SPECIAL_TOKENS
+    from ebft_repro.architectures import SPECIAL_TOKENS
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -261,7 +269,7 @@ def ensure_base_model(
 
 
 def _build_base_model(base: BaseModelConfig, data: DataConfig, name: str, out_dir: Path) -> None:
-    from .architectures import count_parameters, make_causal_lm
+    from ebft_repro.architectures import count_parameters, make_causal_lm
 
     started = time.time()
     seed_everything(base.seed)

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, from_dict
-from .utils import CorruptFileError, atomic_path, read_json, read_jsonl
+from ebft_repro.config import ExperimentConfig, from_dict
+from ebft_repro.utils import CorruptFileError, atomic_path, read_json, read_jsonl
 
 CHECKPOINT_FORMAT = 2
 """Bumped when the checkpoint layout changes; older checkpoints are refused with a clear error."""

@@ -18,14 +18,14 @@ CDF boundary.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
-from .losses import token_logprobs
+from ebft_repro.hf_compat import cache_kwargs, logits_for_rows, model_attention_mask, output_cache
+from ebft_repro.losses import token_logprobs
 
 
 @dataclass(frozen=True)
@@ -158,38 +158,6 @@ def deinterleave_blocks(gen_part: torch.Tensor, layout: StridedLayout) -> torch.
 # ----------------------------------------------------------------------------------- model plumbing
 
 
-def model_attention_mask(allowed: torch.Tensor, model: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
-    """Turn a (Q, KV) boolean mask into the 4D mask the model's attention implementation expects.
-
-    SDPA (and flex/flash-style paths that accept it) take a boolean mask, shared across the batch as
-    (1, 1, Q, KV), so memory never holds a dense float mask per sample. Eager attention *adds* the mask to
-    the scores, so it gets an additive float mask (0 or the dtype minimum), again shared across the batch.
-    """
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
-    mask = allowed[None, None]  # (1, 1, Q, KV)
-    if impl == "sdpa":
-        return mask
-    blocked = torch.zeros((), dtype=dtype, device=allowed.device).new_full((), torch.finfo(dtype).min)
-    return torch.where(mask, torch.zeros((), dtype=dtype, device=allowed.device), blocked)
-
-
-def forward_params(model: torch.nn.Module) -> set[str]:
-    """Keyword names the model's forward accepts (a peft wrapper is looked through to its base model)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(target.forward).parameters)
-
-
-def cache_kwargs(model: torch.nn.Module, cache: object | None) -> dict:
-    """transformers 5.24 names the KV cache ``cache=``; 5.17 and earlier ``past_key_values=``."""
-    name = "cache" if "cache" in forward_params(model) else "past_key_values"
-    return {name: cache}
-
-
-def output_cache(outputs: object) -> object:
-    cache = getattr(outputs, "cache", None)
-    return cache if cache is not None else getattr(outputs, "past_key_values", None)
-
-
 def forward_rows(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -220,22 +188,8 @@ def forward_rows(
         use_cache=use_cache,
         **cache_kwargs(model, cache),
     )
-    logits, outputs = _call_for_rows(model, kwargs, rows)
+    logits, outputs = logits_for_rows(model, kwargs, rows)
     return logits, (output_cache(outputs) if use_cache else None)
-
-
-def _call_for_rows(
-    model: torch.nn.Module, kwargs: dict, rows: torch.Tensor | None
-) -> tuple[torch.Tensor, object]:
-    """Run the model; float32 logits of ``rows`` only (all if None), computed only there when it can."""
-    device = kwargs["input_ids"].device
-    if rows is not None and "logits_to_keep" in forward_params(model):
-        outputs = model(**kwargs, logits_to_keep=rows.to(device))
-        logits = outputs.logits  # (B, R, V)
-    else:
-        outputs = model(**kwargs)
-        logits = outputs.logits if rows is None else outputs.logits[:, rows.to(device)]
-    return logits.float(), outputs
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -255,7 +209,7 @@ def prefill_rows(
 ) -> tuple[torch.Tensor, object]:
     """Plain causal forward over (B, L) tokens that fills the KV cache; returns the logits of ``rows``."""
     kwargs = dict(input_ids=input_ids, use_cache=True, **cache_kwargs(model, None))
-    logits, outputs = _call_for_rows(model, kwargs, rows)  # (B, R, V)
+    logits, outputs = logits_for_rows(model, kwargs, rows)  # (B, R, V)
     return logits, output_cache(outputs)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from .batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
-from .distributed import all_reduce_sum
-from .evaluation import sample_for_prompts, verifier_results
-from .generation import completion_logprobs
-from .losses import rlvr_loss, sft_loss, token_logprobs
-from .utils import row_generators
+from ebft_repro.batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
+from ebft_repro.distributed import all_reduce_sum
+from ebft_repro.evaluation.downstream import sample_for_prompts, verifier_results
+from ebft_repro.generation import completion_logprobs
+from ebft_repro.losses import rlvr_loss, sft_loss, token_logprobs
+from ebft_repro.utils import row_generators
 
 
 def sft_step(ctx: Context, step: int) -> dict[str, float]:

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .batching import Context, autocast
-from .config import ExperimentConfig
-from .data import load_eval_examples, load_task, packed_split
-from .ebft import ebft_step
-from .evaluation import downstream_eval, feature_matching_eval, validation_ce
-from .featurizer import FeatureNetwork
-from .models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
-from .run_state import (
+from ebft_repro import distributed
+from ebft_repro.batching import Context, autocast
+from ebft_repro.config import ExperimentConfig
+from ebft_repro.data import load_eval_examples, load_task, packed_split
+from ebft_repro.ebft import ebft_step
+from ebft_repro.evaluation.downstream import downstream_eval, feature_matching_eval, validation_ce
+from ebft_repro.featurizer import FeatureNetwork
+from ebft_repro.models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
+from ebft_repro.run_state import (
     CHECKPOINT_NAME,
     LOCK_NAME,
     METRICS_NAME,
@@ -37,8 +37,8 @@ from .run_state import (
     plain,
     save_checkpoint,
 )
-from .steps import rlvr_step, sft_step
-from .utils import (
+from ebft_repro.steps import rlvr_step, sft_step
+from ebft_repro.utils import (
     CorruptFileError,
     config_hash,
     ensure_writable,
@@ -461,7 +461,7 @@ def train(
 def base_model_identity(cfg: ExperimentConfig) -> str:
     """Which base checkpoint a run starts from: the built-in cache folder's name, else the model name."""
     if cfg.model.startswith("builtin:"):
-        from .pretrain import base_model_dir
+        from ebft_repro.pretrain import base_model_dir
 
         return base_model_dir(cfg.base, cfg.data, cfg.model.split(":", 1)[1]).name
     return cfg.model

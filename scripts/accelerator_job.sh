@@ -37,8 +37,8 @@ timeout --signal=KILL "$BUDGET_S" python3 -m ebft_repro reproduce --preset "$PRE
 echo "reproduce exit: ${PIPESTATUS[0]} after $(( $(date +%s) - started )) s" | tee -a "$OUT/ENVIRONMENT.txt"
 
 # 2. Benchmarks: strided sampler and the EBFT-vs-SFT step cost on the preset's model.
-python3 -m ebft_repro.bench sampler --out "$OUT/sampler.csv" 2>&1 | tail -n 5
-python3 -m ebft_repro.bench step --preset-model "$PRESET" --bf16 --out "$OUT/step.csv" 2>&1 | tail -n 25
+python3 -m ebft_repro.experiments.bench sampler --out "$OUT/sampler.csv" 2>&1 | tail -n 5
+python3 -m ebft_repro.experiments.bench step --preset-model "$PRESET" --bf16 --out "$OUT/step.csv" 2>&1 | tail -n 25
 
 tar czf "$OUT/results-$PRESET.tar.gz" --exclude='*.pt' --exclude='*/model/*' "results/$PRESET" 2>/dev/null || true
 echo "total wall: $(( $(date +%s) - started )) s" | tee -a "$OUT/ENVIRONMENT.txt"

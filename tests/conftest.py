@@ -121,4 +121,3 @@ def fast_config(model_dir, *, task="qa_code", method="ebft", seed=0, n_steps=2, 
         rlvr=replace(cfg.rlvr, prompts_per_step=2, max_new_tokens=12),
         optim=replace(cfg.optim, lr=1e-2, warmup_frac=0.0),
     )
-

@@ -702,7 +702,7 @@ CASES = CORRECT + SEMANTICS + LIARS + HOSTILE
 
 def run_cases(home: str, work: str, repo: str) -> dict:
     """Run every case; returns verdicts, leftover files and whether the victim process survived."""
-    from ebft_repro.sandbox import run_unit_tests_batch
+    from ebft_repro.evaluation.sandbox import run_unit_tests_batch
 
     tag = uuid.uuid4().hex[:12]
     listener = socket.create_server(("127.0.0.1", 0))

@@ -13,19 +13,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ebft_repro"
 
 LAYERS = (
     # 0. the algorithm: configs, the strided sampler, features, losses, the EBFT step
-    ("config", "utils", "losses", "sampler", "featurizer", "batching", "ebft", "architectures", "distributed",
-     "generation"),
+    ("config", "utils", "hf_compat", "losses", "sampler", "featurizer", "batching", "ebft", "architectures",
+     "distributed", "generation"),
     # 1. data and models: task corpora, packed chunks, the built-in base model, run files
     ("tasks", "data", "pretrain", "models", "run_state"),
-    # 2. evaluation: metrics, downstream accuracy, the code sandbox
-    ("metrics", "evaluation", "sandbox"),
+    # 2. evaluation/: metrics, downstream accuracy, the code sandbox
+    ("evaluation",),
     # 3. training: the baselines' steps and the training loop
     ("steps", "trainer"),
-    # 4. experiments: the runner, reports, ablations, plots, benchmarks, scaling, the command line
-    ("runner", "report", "ablations", "plotting", "bench", "bench_step", "scaling", "cli", "prepare",
-     "precision", "__main__"),
-    # 5. the notebooks' helpers
-    ("teaching", "figures", "notebook"),
+    # 4. experiments/: the runner, reports, ablations, plots, benchmarks, scaling, the command line
+    ("experiments", "__main__"),
+    # 5. notebook/: the notebooks' helpers
+    ("notebook",),
 )  # fmt: skip
 
 
@@ -59,9 +58,11 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def _layer(name: str) -> int | None:
+    """A module's layer: that of its subpackage (``evaluation``, ``experiments``, ``notebook``, ``tasks``), or
+    of its own name at the package root."""
     short = name.split(".")[1] if "." in name else "__init__"
     for rank, members in enumerate(LAYERS):
-        if short in members or (short.startswith("_sandbox") and "sandbox" in members):
+        if short in members:
             return rank
     return 0 if short == "__init__" else None
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ebft_repro.cli import main
+from ebft_repro.experiments.cli import main
 from ebft_repro.models import check_vocab, load_causal_lm, load_tokenizer, resolve_model_path
 
 
@@ -151,7 +151,7 @@ def test_resuming_under_another_config_stops_naming_the_fields(model_dirs, tmp_p
     argv = _fast_train_argv(model_dirs["llama"], out, method="ebft", train__checkpoint_every_steps=1)
     assert main(argv + ["--set", "train.n_steps=4"]) == 0
     (out / "summary.json").unlink()  # as if killed after the last checkpoint: resume from it
-    from ebft_repro.cli import _config, build_parser
+    from ebft_repro.experiments.cli import _config, build_parser
     from ebft_repro.trainer import train
 
     cfg = _config(build_parser().parse_args(argv + ["--set", "train.n_steps=4"]), "ebft")

@@ -66,7 +66,7 @@ def test_concat_poolings_are_named_for_what_they_keep(tiny_llama):
 
 
 def test_feature_dtype_effect_is_zero_for_the_same_dtype_and_small_for_bf16(model_dirs):
-    from ebft_repro.precision import feature_dtype_effect
+    from ebft_repro.experiments.precision import feature_dtype_effect
 
     from .conftest import fast_config
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from ebft_repro.evaluation import sample_for_prompts
+from ebft_repro.evaluation.downstream import sample_for_prompts
 from ebft_repro.generation import completion_logprobs
 from ebft_repro.models import load_causal_lm, load_tokenizer
 from ebft_repro.tasks.base import Example

@@ -20,6 +20,7 @@ def _seeded():
     """Every random tensor below is the same on every run (the whitening tests draw features at random)."""
     torch.manual_seed(0)
 
+
 # One group, n = 3 unit features in D = 2, GT = e1:
 #   phi_0 = (1, 0), phi_1 = (0, 1), phi_2 = (0.6, 0.8)
 #   <0,1> = 0, <0,2> = 0.6, <1,2> = 0.8

@@ -3,9 +3,8 @@
 import math
 
 import pytest
-import torch
 
-from ebft_repro.metrics import (
+from ebft_repro.evaluation.metrics import (
     clean_translation,
     corpus_bleu,
     corpus_chrf,
@@ -157,5 +156,3 @@ def test_sentence_chrf_hand_computed_small_case():
     # P = (1 + 1) / 2 = 1, R = (2/3 + 1/2) / 2 = 7/12
     # chrF = (1 + 4) P R / (4 P + R) = (35/12) / (4 + 7/12) = 35/55 = 7/11 = 0.636364
     assert sentence_chrf("ab", "abc") == pytest.approx(7 / 11, abs=1e-9)
-
-

@@ -1,7 +1,7 @@
 """The committed notebooks: thin, in order, with a parameters cell, and executed in full mode (not tiny).
 
-Every notebook prints ``run mode: <mode>`` early (``ebft_repro.notebook.Session``), so a notebook saved
-after a tiny-mode run (``pytest --nbmake``) is caught here.
+Every notebook prints ``run mode: <mode>`` early (``ebft_repro.notebook.session.Session``), so a notebook
+saved after a tiny-mode run (``pytest --nbmake``) is caught here.
 """
 
 import re
@@ -105,11 +105,11 @@ def test_committed_with_full_mode_outputs(name):
             assert "image/png" in kinds, f"figure cell without an image output:\n{cell.source}"
 
 
-# ------------------------------------------------------------------ ebft_repro.notebook (no notebook run)
+# ---------------------------------------------------------- ebft_repro.notebook.session (no notebook run)
 
 
 def test_run_mode_and_paths(monkeypatch, tmp_path):
-    from ebft_repro import notebook as nb
+    from ebft_repro.notebook import session as nb
 
     monkeypatch.setenv("EBFT_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("EBFT_RUN_MODE", "tiny")
@@ -131,7 +131,7 @@ def _fake_run(root, task, method, lr=3e-4):
 
 
 def test_results_source_prefers_small_and_falls_back_to_tiny(monkeypatch, tmp_path):
-    from ebft_repro import notebook as nb
+    from ebft_repro.notebook import session as nb
     from ebft_repro.utils import write_json
 
     monkeypatch.setenv("EBFT_RESULTS_DIR", str(tmp_path))
@@ -156,7 +156,7 @@ def test_results_source_prefers_small_and_falls_back_to_tiny(monkeypatch, tmp_pa
 
 
 def test_finished_cpu_results_win_over_tiny_and_lose_to_small(monkeypatch, tmp_path):
-    from ebft_repro import notebook as nb
+    from ebft_repro.notebook import session as nb
     from ebft_repro.utils import write_json
 
     monkeypatch.setenv("EBFT_RESULTS_DIR", str(tmp_path))

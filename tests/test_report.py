@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from ebft_repro import report
-from ebft_repro.report import CLAIMS
+from ebft_repro.experiments import report
+from ebft_repro.experiments.report import CLAIMS
 from ebft_repro.utils import write_json
 
 BEATS_SFT, MATCHES_RLVR, CE_VS_SFT, CE_VS_RLVR = CLAIMS

@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from ebft_repro.runner import aggregate, extend_grid, reproduce, select_lr
+from ebft_repro.experiments.runner import aggregate, extend_grid, reproduce, select_lr
 from ebft_repro.utils import read_json
 
 FAST = [
@@ -88,7 +88,7 @@ def test_extend_grid_steps_past_an_edge_pick_only():
 
 
 def test_an_edge_pick_extends_the_grid_and_is_recorded(model_dirs, tmp_path, monkeypatch):
-    import ebft_repro.runner as runner
+    import ebft_repro.experiments.runner as runner
 
     # validation accuracy ties at this size, so val_ce decides: force the pick to the lowest rate
     monkeypatch.setattr(runner, "select_lr", lambda sweep, task: min(sweep))

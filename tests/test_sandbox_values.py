@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from ebft_repro import _sandbox_judge as judge
-from ebft_repro._sandbox_flags import suspicious_features
-from ebft_repro._sandbox_plan import plan_tests
-from ebft_repro._sandbox_values import DecodeBudget, Undecodable, decode_value
+from ebft_repro.evaluation import _sandbox_judge as judge
+from ebft_repro.evaluation._sandbox_flags import suspicious_features
+from ebft_repro.evaluation._sandbox_plan import plan_tests
+from ebft_repro.evaluation._sandbox_values import DecodeBudget, Undecodable, decode_value
 
-HARNESS = Path(__file__).resolve().parents[1] / "ebft_repro" / "_sandbox_harness.py"
+HARNESS = Path(__file__).resolve().parents[1] / "ebft_repro" / "evaluation" / "_sandbox_harness.py"
 
 
 @pytest.fixture(scope="module")

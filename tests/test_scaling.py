@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from ebft_repro import scaling
-from ebft_repro.scaling import (
+from ebft_repro.experiments import scaling
+from ebft_repro.experiments.scaling import (
     ARCHITECTURES,
     as_architecture,
     count_lora_parameters,
@@ -244,4 +244,4 @@ def test_accelerate_parses_configs(name):
 
 def test_docs_table_is_current():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text()
-    assert to_markdown(memory_table()) in doc, "regenerate with: python -m ebft_repro.scaling"
+    assert to_markdown(memory_table()) in doc, "regenerate with: python -m ebft_repro.experiments.scaling"

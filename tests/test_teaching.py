@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from ebft_repro import teaching
 from ebft_repro.config import SamplerConfig
+from ebft_repro.notebook import teaching
 from ebft_repro.sampler import StridedLayout
 
 N_DRAWS = 20_000

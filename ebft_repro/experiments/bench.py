@@ -1,4 +1,4 @@
-"""Benchmarks (speed, not correctness): ``python -m ebft_repro.bench {sampler,step,sandbox}``.
+"""Benchmarks (speed, not correctness): ``python -m ebft_repro.experiments.bench {sampler,step,sandbox}``.
 
 ``sampler`` compares, on one random-init model and the same chunks, generated tokens per second and peak
 memory of: KV-cached strided sampling, the authors' no-cache strided sampling, and per-prefix ``generate``
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, BaseModelConfig
-from .utils import results_dir
+from ebft_repro.config import PRESETS, BaseModelConfig
+from ebft_repro.utils import results_dir
 
 VARIANTS = ("cached", "no_cache", "per_prefix")
 
 
 def bench_model(vocab_size: int = 4096, hidden: int = 160, layers: int = 4, device: str = "cpu"):
     """A ~2M-parameter random-init Llama (the benchmark measures speed, not quality)."""
-    from .models import make_causal_lm
+    from ebft_repro.models import make_causal_lm
 
     torch.manual_seed(0)
     cfg = BaseModelConfig(
@@ -44,8 +44,8 @@ def bench_model(vocab_size: int = 4096, hidden: int = 160, layers: int = 4, devi
 
 def _per_prefix_generate(model, chunks: torch.Tensor, stride: int, context_len: int, gen_len: int, generator):
     """Baseline: every nested prefix as its own left-padded row of one batched ``generate`` call."""
-    from .generation import left_pad, sample_completions
-    from .sampler import StridedLayout
+    from ebft_repro.generation import left_pad, sample_completions
+    from ebft_repro.sampler import StridedLayout
 
     layout = StridedLayout(chunks.shape[1], stride, context_len, gen_len)
     prefixes = [row[: layout.anchor(k)].tolist() for row in chunks for k in range(layout.n_blocks)]
@@ -74,7 +74,7 @@ def run_variant(
     repeats: int,
 ) -> dict:
     """Time one sampling variant; returns tokens/s and peak memory."""
-    from .sampler import StridedLayout, strided_generate
+    from ebft_repro.sampler import StridedLayout, strided_generate
 
     torch.set_num_threads(int(os.environ.get("EBFT_BENCH_THREADS", torch.get_num_threads())))
     model = bench_model(device=device)
@@ -129,7 +129,7 @@ def bench_sampler(args: argparse.Namespace) -> Path:
             "--device": args.device,
             "--repeats": args.repeats,
         }
-        command = [sys.executable, "-m", "ebft_repro.bench", "_one", variant]
+        command = [sys.executable, "-m", "ebft_repro.experiments.bench", "_one", variant]
         command += [str(x) for pair in options.items() for x in pair]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -154,7 +154,7 @@ def bench_sampler(args: argparse.Namespace) -> Path:
             "model_params": sum(p.numel() for p in bench_model().parameters()),
             "machine": machine,
             "torch": torch.__version__,
-            "command": "python -m ebft_repro.bench " + " ".join(sys.argv[1:]),
+            "command": "python -m ebft_repro.experiments.bench " + " ".join(sys.argv[1:]),
         }
     import pandas as pd
 
@@ -167,8 +167,8 @@ def bench_sampler(args: argparse.Namespace) -> Path:
 def bench_step(args: argparse.Namespace) -> Path:
     import pandas as pd
 
-    from .bench_step import bench_steps
-    from .config import get_preset
+    from ebft_repro.config import get_preset
+    from ebft_repro.experiments.bench_step import bench_steps
 
     base = get_preset(args.preset_model, "qa_code", "ebft").base
     row = bench_steps(
@@ -180,7 +180,7 @@ def bench_step(args: argparse.Namespace) -> Path:
         bf16=args.bf16,
         repeats=args.repeats,
     )
-    row["command"] = "python -m ebft_repro.bench " + " ".join(sys.argv[1:])
+    row["command"] = "python -m ebft_repro.experiments.bench " + " ".join(sys.argv[1:])
     print(json.dumps(row, indent=2), file=sys.stderr)
     out_path = Path(args.out) if args.out else results_dir() / "bench" / "step.csv"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,12 +192,12 @@ def bench_step(args: argparse.Namespace) -> Path:
 
 
 def bench_sandbox(args: argparse.Namespace) -> Path:
-    from .sandbox import measure_throughput
+    from ebft_repro.evaluation.sandbox import measure_throughput
 
     result = measure_throughput(args.n_programs)
     result |= {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": "python -m ebft_repro.bench " + " ".join(sys.argv[1:]),
+        "command": "python -m ebft_repro.experiments.bench " + " ".join(sys.argv[1:]),
     }
     out_path = Path(args.out) if args.out else results_dir() / "bench" / "sandbox.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,9 @@ def bench_sandbox(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ebft_repro.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ebft_repro.experiments.bench", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     for name in ("sampler", "_one"):
         p = sub.add_parser(

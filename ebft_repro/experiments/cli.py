@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import METHODS, PRESETS, TASKS, apply_overrides, get_preset
+from ebft_repro.config import METHODS, PRESETS, TASKS, apply_overrides, get_preset
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +102,7 @@ def _config(args: argparse.Namespace, method: str):
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare
+    from ebft_repro.experiments.prepare import prepare
 
     tasks = list(TASKS) if args.task == "all" else [args.task]
     report = prepare(tasks, args.preset, build_model=not args.skip_model, verify=args.verify)
@@ -111,9 +111,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .models import resolve_model_path
-    from .trainer import train
-    from .utils import ensure_writable, results_dir
+    from ebft_repro.models import resolve_model_path
+    from ebft_repro.trainer import train
+    from ebft_repro.utils import ensure_writable, results_dir
 
     cfg = _config(args, args.method)
     if not cfg.model.startswith("builtin:"):
@@ -128,7 +128,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .trainer import build_context, evaluate
+    from ebft_repro.trainer import build_context, evaluate
 
     cfg = _config(args, "sft")
     cfg = replace(cfg, eval=replace(cfg.eval, split=args.split))
@@ -138,8 +138,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .runner import run_reproduction
-    from .utils import ensure_writable, results_dir
+    from ebft_repro.experiments.runner import run_reproduction
+    from ebft_repro.utils import ensure_writable, results_dir
 
     for task in args.tasks:  # every config is checked before the first run starts
         for method in args.methods:

@@ -17,11 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import METHODS, TASKS, apply_overrides, get_preset
-from .evaluation import primary_metric
-from .report import claims_table, collect_runs, mean_interval, runs_frame, summary_cell
-from .trainer import STEP0_DIR, train
-from .utils import (
+from ebft_repro.config import METHODS, TASKS, apply_overrides, get_preset
+from ebft_repro.evaluation.downstream import primary_metric
+from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame, summary_cell
+from ebft_repro.trainer import STEP0_DIR, train
+from ebft_repro.utils import (
     CorruptFileError,
     atomic_path,
     environment_info,
@@ -252,7 +252,7 @@ def aggregate(out_dir: Path, selection: dict | None = None):
     """Mean and 95% t-interval over seeds per (task, method): ``summary.csv``, ``summary.md``, figures."""
     import pandas as pd
 
-    from .plotting import plot_comparison
+    from ebft_repro.experiments.plotting import plot_comparison
 
     runs = collect_runs(out_dir, selection)
     if not runs:
@@ -295,13 +295,14 @@ def aggregate(out_dir: Path, selection: dict | None = None):
 
 
 def _verdicts(claims) -> str:
-    """The paper's claims at this scale: a Markdown table from :func:`ebft_repro.report.claims_table`."""
+    """The paper's claims at this scale, as Markdown (:func:`~ebft_repro.experiments.report.claims_table`)."""
     columns = ["claim", "task", "EBFT", "baseline", "verdict", "evidence", "seeds to settle"]
     lines = [
         "",
         "## The paper's claims at this scale",
         "",
-        "Final-step values, one per seed. Verdict rule (`ebft_repro/report.py`): Welch 95% interval of the",
+        "Final-step values, one per seed. Verdict rule (`ebft_repro/experiments/report.py`): "
+        "Welch 95% interval of the",
         "EBFT-minus-baseline difference; *beats*/*lower*: reproduced if it excludes 0 in EBFT's favour;",
         "*matches*: reproduced if it lies above -10% of the baseline. `seeds to settle`: seeds per method at",
         "which the measured difference and spread would give a decisive interval.",

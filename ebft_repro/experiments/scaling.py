@@ -1,6 +1,6 @@
 """Parameter counts and per-GPU memory estimates for EBFT at the paper's scale.
 
-``python -m ebft_repro.scaling`` prints the memory table of ``docs/scaling.md`` as Markdown.
+``python -m ebft_repro.experiments.scaling`` prints the memory table of ``docs/scaling.md`` as Markdown.
 
 Everything here is arithmetic on architecture numbers: no model is built, no device is touched. The
 estimates are *lower bounds of the steady-state peak* of one training micro-batch. Not counted: the CUDA

@@ -7,8 +7,9 @@ keeps a *skeleton*: the assert's expression with every maximal sub-expression it
 (calls of solution code, attribute and subscript access, names the child owns) replaced by a placeholder
 name ``"\\x00<k>"``. What the parent can evaluate: literals, comparisons (``==``, ``<``, ``in``, ``is``,
 chains), ``and``/``or``/``not``, arithmetic, ``x if c else y``, calls of a few pure builtins
-(:data:`~ebft_repro._sandbox_judge.SAFE_FUNCTIONS`, e.g. ``sorted``, ``abs``, ``math.isclose``) unless the
-solution or the test rebinds them, and names the test binds once to a literal that no child code reads.
+(:data:`~ebft_repro.evaluation._sandbox_judge.SAFE_FUNCTIONS`, e.g. ``sorted``, ``abs``, ``math.isclose``)
+unless the solution or the test rebinds them, and names the test binds once to a literal that no child code
+reads.
 
 The expected values of such asserts therefore never reach the child. A whitelisted call whose arguments
 are all placeholders (``list(gen(3))``, ``sorted(f(x), reverse=True)``) is sent whole, as it holds no
@@ -26,7 +27,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from ._sandbox_judge import SAFE_FUNCTIONS, SAFE_VALUES, evaluate_constant
+from ebft_repro.evaluation._sandbox_judge import SAFE_FUNCTIONS, SAFE_VALUES, evaluate_constant
 
 HOLE = "\x00"  # placeholder names start with a character no Python identifier can contain
 _MATH_FUNCTIONS = ("isclose", "fabs")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ExperimentConfig, apply_overrides, get_preset
+from ebft_repro.config import ExperimentConfig, apply_overrides, get_preset
 
 FACTORS: dict[str, tuple[str, tuple]] = {
     "whitening": ("loss.whitening", ("none", "sample", "feature")),
@@ -27,7 +27,7 @@ REPORTED = ("val_ce", "val_ce_answer", "val_fm_loss", "pass@1", "pass@4")
 
 def base_config(mode: str, seed: int = 0, overrides: tuple[str, ...] = ()) -> ExperimentConfig:
     """The default EBFT run on Q&A coding at the tiny preset, with the mode's budget (micro runs if tiny)."""
-    from .runner import MICRO_OVERRIDES
+    from ebft_repro.experiments.runner import MICRO_OVERRIDES
 
     budget = MICRO_OVERRIDES if mode == "tiny" else FULL_OVERRIDES
     return apply_overrides(get_preset("tiny", "qa_code", "ebft", seed=seed), [*budget, *overrides])
@@ -72,7 +72,7 @@ def run_ablations(cfg: ExperimentConfig, out_dir: Path, factors=None, *, force: 
     """
     import pandas as pd
 
-    from .trainer import train
+    from ebft_repro.trainer import train
 
     rows, done = [], {}
     for setting in variants(cfg, factors or FACTORS):

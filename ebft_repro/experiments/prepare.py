@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from .config import get_preset
-from .data import load_task, packed_split
+from ebft_repro.config import get_preset
+from ebft_repro.data import load_task, packed_split
 
 
 def verify_references(examples) -> dict:
     """Run every coding reference solution against its own unit tests in the sandbox."""
-    from .evaluation import sandbox_program
-    from .sandbox import run_unit_tests_batch
+    from ebft_repro.evaluation.downstream import sandbox_program
+    from ebft_repro.evaluation.sandbox import run_unit_tests_batch
 
     started = time.time()
     programs = [sandbox_program(ex, ex.completion) for ex in examples]
@@ -38,7 +38,7 @@ def prepare(tasks: list[str], preset: str, *, build_model: bool = True, verify: 
     report: dict = {}
     tokenizer = None
     if build_model:
-        from .models import load_tokenizer, resolve_model_path
+        from ebft_repro.models import load_tokenizer, resolve_model_path
 
         cfg = get_preset(preset, tasks[0], "ebft")
         path = resolve_model_path(cfg.model, cfg)

@@ -1,4 +1,6 @@
-"""What does one EBFT step cost over one SFT step on the same chunks? (``python -m ebft_repro.bench step``)
+"""What does one EBFT step cost over one SFT step on the same chunks?
+
+Run as ``python -m ebft_repro.experiments.bench step``.
 
 Both steps include the optimizer update, and SFT runs on the same n*B sequences EBFT trains on. The EBFT
 step is the whole of spec 4.5: strided sampling, the frozen feature forward, rewards and advantages, and
@@ -16,12 +18,12 @@ import time
 
 import torch
 
-from .batching import Context
-from .config import BaseModelConfig, DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
-from .ebft import ebft_step
-from .featurizer import FeatureNetwork
-from .sampler import StridedLayout
-from .steps import sft_step
+from ebft_repro.batching import Context
+from ebft_repro.config import BaseModelConfig, DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
+from ebft_repro.ebft import ebft_step
+from ebft_repro.featurizer import FeatureNetwork
+from ebft_repro.sampler import StridedLayout
+from ebft_repro.steps import sft_step
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 
@@ -101,7 +103,7 @@ def bench_steps(
     repeats: int = 3,
 ) -> dict:
     """Seconds per EBFT and SFT step on the same random chunks, their ratio, FLOPs and utilisation."""
-    from .models import make_causal_lm
+    from ebft_repro.models import make_causal_lm
 
     torch.manual_seed(0)
     model = make_causal_lm(base, base.vocab_size, bos_id=0, eos_id=0, pad_id=1).to(device)

@@ -1,4 +1,4 @@
-"""The child-side harness of :mod:`ebft_repro.sandbox`. NOT imported by the parent.
+"""The child-side harness of :mod:`ebft_repro.evaluation.sandbox`. NOT imported by the parent.
 
 The parent reads this file as text and runs it with ``python -I -S -B -c <source> <result fd>`` (never as a
 module of the package, so nothing here runs in the parent). It reads a MAC key and a ``marshal``-encoded

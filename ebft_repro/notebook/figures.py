@@ -1,5 +1,5 @@
 """Figures of the teaching notebooks. Each function draws with matplotlib's object API (no pyplot state),
-saves a PNG at ``path`` and returns the path (display it with :func:`ebft_repro.notebook.show`)."""
+saves a PNG at ``path`` and returns the path (display it with :func:`ebft_repro.notebook.session.show`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plotting import METHOD_COLORS, new_figure, save_figure
+from ebft_repro.experiments.plotting import METHOD_COLORS, new_figure, save_figure
 
 WHITENING_COLORS = {"none": "#7f7f7f", "sample": "#d62728", "feature": "#9467bd"}
 BASELINE_STYLES = {"rloo": ("RLOO baseline (package)", "-", "o"), "none": ("no baseline", "--", "s")}
@@ -113,7 +113,7 @@ def plot_strided_mask(layout, path: Path, *, title: str) -> Path:
     """The strided attention mask as an image, rows and columns labelled with tokens, blocks and steps."""
     from matplotlib.colors import ListedColormap
 
-    from .sampler import strided_attention_mask, strided_position_ids
+    from ebft_repro.sampler import strided_attention_mask, strided_position_ids
 
     allowed = strided_attention_mask(layout).numpy()  # (S, S)
     positions = strided_position_ids(layout).tolist()
@@ -269,13 +269,13 @@ def plot_method_curves(runs: list[dict], metrics: dict[str, str], path: Path, *,
     """One panel per metric over optimizer steps; one line per method (mean over seeds, shaded min-max).
 
     Args:
-        runs: run summaries with ``run_dir`` (:func:`ebft_repro.report.collect_runs`), all of one task.
+        runs: run summaries with ``run_dir`` (:func:`~ebft_repro.experiments.report.collect_runs`), one task.
         metrics: eval-row metric name -> axis label.
     """
     from matplotlib.ticker import MaxNLocator
 
-    from .plotting import METHOD_LABELS
-    from .utils import read_jsonl
+    from ebft_repro.experiments.plotting import METHOD_LABELS
+    from ebft_repro.utils import read_jsonl
 
     evals = {
         id(run): [r for r in read_jsonl(Path(run["run_dir"]) / "metrics.jsonl") if r["kind"] == "eval"]

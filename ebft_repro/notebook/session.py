@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import METHODS
-from .runner import MICRO_OVERRIDES
-from .utils import read_json, repo_root, results_dir, seed_everything
+from ebft_repro.config import METHODS
+from ebft_repro.experiments.runner import MICRO_OVERRIDES
+from ebft_repro.utils import read_json, repo_root, results_dir, seed_everything
 
 RUN_MODES = ("tiny", "full")
 PRESET_PREFERENCE = ("small", "cpu", "tiny")
@@ -150,7 +150,7 @@ class ResultsSource:
         """Optimizer steps and seeds per method of the finished runs, e.g. ``16 steps, 1 seed``."""
         from collections import Counter
 
-        from .report import collect_runs
+        from ebft_repro.experiments.report import collect_runs
 
         runs = collect_runs(self.out_dir, self.selection)
         steps = "/".join(str(n) for n in sorted({run["n_steps"] for run in runs}))
@@ -187,7 +187,7 @@ def load_selection(out_dir: Path) -> dict:
 
 def finished_tasks(out_dir: Path) -> list[str]:
     """Tasks for which every method has a finished run at its selected learning rate."""
-    from .report import collect_runs
+    from ebft_repro.experiments.report import collect_runs
 
     if not (Path(out_dir) / "runs").exists():
         return []
@@ -210,7 +210,7 @@ def comparison_source(
     Raises:
         FileNotFoundError: in full mode, when nothing is finished and ``run_missing`` is False.
     """
-    from .runner import reproduce
+    from ebft_repro.experiments.runner import reproduce
 
     if session.mode == "tiny":
         out_dir = session.root / "reproduce"

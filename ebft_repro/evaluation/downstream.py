@@ -16,11 +16,9 @@ from collections import defaultdict
 
 import torch
 
-from .data import PackedChunks
-from .ebft import score_rollouts
-from .generation import concat_completions, decode_completions, left_pad, sample_completions
-from .losses import cfm_estimate
-from .metrics import (
+from ebft_repro.data import PackedChunks
+from ebft_repro.ebft import score_rollouts
+from ebft_repro.evaluation.metrics import (
     clean_translation,
     corpus_bleu,
     corpus_chrf,
@@ -29,8 +27,10 @@ from .metrics import (
     pass_at_k,
     sentence_chrf,
 )
-from .sampler import strided_generate
-from .tasks.base import LANG_NAMES, QA_STOP_MARKER, Example
+from ebft_repro.generation import concat_completions, decode_completions, left_pad, sample_completions
+from ebft_repro.losses import cfm_estimate
+from ebft_repro.sampler import strided_generate
+from ebft_repro.tasks.base import LANG_NAMES, QA_STOP_MARKER, Example
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,10 @@ def verifier_results(
 
     Returns:
         (rewards, stats) with ``stats = {"suspicious_programs", "tests_decided_in_child"}``: programs the
-        sandbox flags as possibly gaming the verifier (see :mod:`ebft_repro.sandbox`) and unit tests whose
-        verdict was (partly) decided inside the sandbox. Both are 0 for translation.
+        sandbox flags as possibly gaming the verifier (see :mod:`ebft_repro.evaluation.sandbox`) and unit
+        tests whose verdict was (partly) decided inside the sandbox. Both are 0 for translation.
     """
-    from .sandbox import run_unit_tests_batch
+    from ebft_repro.evaluation.sandbox import run_unit_tests_batch
 
     rewards: list[float | None] = [None] * len(texts)
     programs, slots = [], []

@@ -2,8 +2,9 @@
 
 Claims, per task: (a) EBFT beats SFT on downstream accuracy; (b) EBFT matches (or exceeds) RLVR on
 downstream accuracy; (c) EBFT has a lower validation CE than SFT; (d) lower than RLVR. Accuracy is pass@1
-for the coding tasks and corpus BLEU for translation (:func:`ebft_repro.evaluation.primary_metric`); CE is
-the full-chunk validation CE (``val_ce``). Only final-step values of finished runs are used, one per seed.
+for the coding tasks and corpus BLEU for translation
+(:func:`ebft_repro.evaluation.downstream.primary_metric`); CE is the full-chunk validation CE (``val_ce``).
+Only final-step values of finished runs are used, one per seed.
 
 Verdict rule. Let x_E and x_B be the per-seed values of EBFT and the baseline, oriented so that a positive
 difference Delta = mean(x_E) - mean(x_B) (negated when lower is better) favours EBFT. Its 95% interval is
@@ -24,8 +25,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .evaluation import primary_metric
-from .utils import CorruptFileError, read_json
+from ebft_repro.evaluation.downstream import primary_metric
+from ebft_repro.utils import CorruptFileError, read_json
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 LOWER_IS_BETTER = ("val_ce", "val_ce_answer", "val_fm_loss")
@@ -180,7 +181,7 @@ def collect_runs(out_dir: Path, selection: dict | None = None) -> list[dict]:
 
 def load_runs(out_dir: Path):
     """Finished runs of a reproduction folder (``runs/*/summary.json`` at the selected learning rates)."""
-    from .utils import read_json
+    from ebft_repro.utils import read_json
 
     selection_path = Path(out_dir) / "lr_selection.json"
     selection = read_json(selection_path) if selection_path.exists() else None
@@ -263,7 +264,7 @@ def _count_text(row, metric: str) -> str:
 
 
 def summary_cell(row, metric: str) -> str:
-    """``0.0345 ± 0.0028 (53/1536)``: one (task, method) row of ``summary.csv`` for one metric; "" if absent."""
+    """``0.0345 ± 0.0028 (53/1536)``: one row of ``summary.csv`` for one metric; "" if absent."""
     value, half = row.get(metric), row.get(f"{metric}_ci95")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""

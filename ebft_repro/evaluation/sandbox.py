@@ -70,11 +70,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _sandbox_judge as judge
-from ._sandbox_flags import suspicious_features
-from ._sandbox_launch import FALLBACK_TMPFS_OPTIONS, backend, run_child, sandbox_uid
-from ._sandbox_plan import plan_tests
-from ._sandbox_verdict import (  # noqa: F401 - the status names are part of this module's API
+from ebft_repro.evaluation import _sandbox_judge as judge
+from ebft_repro.evaluation._sandbox_flags import suspicious_features
+from ebft_repro.evaluation._sandbox_launch import FALLBACK_TMPFS_OPTIONS, backend, run_child, sandbox_uid
+from ebft_repro.evaluation._sandbox_plan import plan_tests
+from ebft_repro.evaluation._sandbox_verdict import (  # noqa: F401 - the status names are part of this module's API
     STATUS_ERROR,
     STATUS_FAIL,
     STATUS_OK,

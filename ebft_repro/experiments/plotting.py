@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .evaluation import primary_metric
-from .utils import read_jsonl
+from ebft_repro.evaluation.downstream import primary_metric
+from ebft_repro.utils import read_jsonl
 
 METHOD_COLORS = {"ebft": "#d62728", "sft": "#1f77b4", "rlvr": "#2ca02c"}
 METHOD_LABELS = {"ebft": "EBFT", "sft": "SFT", "rlvr": "RLVR"}
@@ -42,7 +42,7 @@ def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title:
     """
     import numpy as np
 
-    from .report import mean_interval
+    from ebft_repro.experiments.report import mean_interval
 
     tasks = sorted({run["task"] for run in runs})
     fig, axes = new_figure(len(tasks), size=(4.5, 3.6))

@@ -13,10 +13,10 @@ import hmac
 import signal
 from dataclasses import dataclass, field
 
-from . import _sandbox_judge as judge
-from ._sandbox_launch import ChildResult
-from ._sandbox_plan import TestPlan
-from ._sandbox_values import DecodeBudget, Undecodable
+from ebft_repro.evaluation import _sandbox_judge as judge
+from ebft_repro.evaluation._sandbox_launch import ChildResult
+from ebft_repro.evaluation._sandbox_plan import TestPlan
+from ebft_repro.evaluation._sandbox_values import DecodeBudget, Undecodable
 
 STATUS_OK = "ok"
 STATUS_FAIL = "fail"

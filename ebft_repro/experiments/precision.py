@@ -5,7 +5,8 @@ authors' setting; per-token normalisation then also happens in bf16, as in their
 measures, on the same strided rollouts of a preset's base model, how far the rewards and RLOO advantages
 move when only the feature network's dtype changes::
 
-    python -m ebft_repro.precision --preset cpu --task qa_code     # -> results/precision/<preset>_<task>.json
+    python -m ebft_repro.experiments.precision --preset cpu --task qa_code
+    # -> results/precision/<preset>_<task>.json
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from .config import DTYPES, PRESETS, TASKS, get_preset
-from .data import packed_split
-from .ebft import score_rollouts
-from .featurizer import FeatureNetwork
-from .models import load_policy_and_tokenizer
-from .sampler import strided_generate
-from .utils import results_dir, write_json
+from ebft_repro.config import DTYPES, PRESETS, TASKS, get_preset
+from ebft_repro.data import packed_split
+from ebft_repro.ebft import score_rollouts
+from ebft_repro.featurizer import FeatureNetwork
+from ebft_repro.models import load_policy_and_tokenizer
+from ebft_repro.sampler import strided_generate
+from ebft_repro.utils import results_dir, write_json
 
 
 def _relative(new: torch.Tensor, ref: torch.Tensor) -> float:
@@ -82,16 +83,22 @@ def feature_dtype_effect(cfg, *, n_chunks: int = 8, dtype: str = "bfloat16", see
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ebft_repro.precision", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ebft_repro.experiments.precision", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--preset", default="tiny", choices=PRESETS[:-1])
     parser.add_argument("--task", default="qa_code", choices=TASKS)
     parser.add_argument("--dtype", default="bfloat16", choices=[d for d in DTYPES if d != "float32"])
     parser.add_argument("--n-chunks", type=int, default=8)
-    parser.add_argument("--out", default=None, help="JSON path (default: results/precision/<preset>_<task>.json)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default: results/precision/<preset>_<task>.json)"
+    )
     args = parser.parse_args(argv)
     cfg = get_preset(args.preset, args.task, "ebft")
     result = feature_dtype_effect(cfg, n_chunks=args.n_chunks, dtype=args.dtype)
-    result["command"] = "python -m ebft_repro.precision " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["command"] = "python -m ebft_repro.experiments.precision " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     out = Path(args.out) if args.out else results_dir() / "precision" / f"{args.preset}_{args.task}.json"
     write_json(out, result)
     print(json.dumps(result, indent=2))

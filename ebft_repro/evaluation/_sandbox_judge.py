@@ -24,7 +24,7 @@ import operator
 from decimal import Decimal
 from fractions import Fraction
 
-from ._sandbox_values import DecodeBudget, Undecodable, check_hash_spread, decode_value
+from ebft_repro.evaluation._sandbox_values import DecodeBudget, Undecodable, check_hash_spread, decode_value
 
 PASS, FAIL, RAISED, UNSUPPORTED = "pass", "fail", "raised", "unsupported_type"
 UNDECODABLE, REFUSED, MISSING = "undecodable", "refused", "missing"

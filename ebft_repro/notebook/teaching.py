@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .losses import feature_matching_rewards, rloo_advantages
+from ebft_repro.losses import feature_matching_rewards, rloo_advantages
 
 BASELINES = ("rloo", "naive", "none")
 
@@ -251,8 +251,8 @@ def load_demo(cfg, n_chunks: int = 2):
     Returns:
         (model in eval mode, tokenizer, (n_chunks, L) validation chunk ids).
     """
-    from .data import packed_split
-    from .models import load_policy_and_tokenizer
+    from ebft_repro.data import packed_split
+    from ebft_repro.models import load_policy_and_tokenizer
 
     model, tokenizer = load_policy_and_tokenizer(cfg)
     model.eval()
@@ -330,7 +330,7 @@ def compare_sampling_paths(model, chunks: torch.Tensor, sampler_cfg, *, seed: in
     """Token-for-token agreement of KV-cached, no-cache and per-prefix strided generation (a DataFrame)."""
     import pandas as pd
 
-    from .sampler import strided_generate
+    from ebft_repro.sampler import strided_generate
 
     geometry = dict(
         stride=sampler_cfg.stride, context_len=sampler_cfg.context_len, gen_len=sampler_cfg.gen_len
@@ -379,7 +379,7 @@ def sampler_speed(
     """
     import pandas as pd
 
-    from .bench import VARIANTS, run_variant
+    from ebft_repro.experiments.bench import VARIANTS, run_variant
 
     rows, previous_threads = [], torch.get_num_threads()
     torch.set_num_threads(n_threads)  # run_variant keeps the current thread count
@@ -406,8 +406,8 @@ def rollout_features(
     Returns:
         gen_feats (B*K, n, D) and gt_feats (B*K, D), float32; group b*K + k is block k of chunk b.
     """
-    from .ebft import group_features
-    from .sampler import strided_generate
+    from ebft_repro.ebft import group_features
+    from ebft_repro.sampler import strided_generate
 
     rollouts = strided_generate(
         policy,
@@ -446,7 +446,7 @@ def most_diverse_groups(gen_feats: torch.Tensor, n_groups: int) -> list[int]:
 
 def similarity_stats(gen_feats: torch.Tensor, gt_feats: torch.Tensor, whitening: str) -> dict[str, float]:
     """Mean cosine rollout-to-GT and rollout-to-rollout, and the mean rewards, after ``whitening``."""
-    from .losses import whiten
+    from ebft_repro.losses import whiten
 
     white_gen, white_gt = whiten(gen_feats, gt_feats, whitening)  # (K, n, D) x 2
     unit = F.normalize(white_gen, dim=-1)
@@ -475,7 +475,7 @@ def pca_projection(gen_feats: torch.Tensor, gt_feats: torch.Tensor, whitening: s
     Returns:
         rollouts (K, n, 2) and gt (K, 2) coordinates.
     """
-    from .losses import whiten
+    from ebft_repro.losses import whiten
 
     white_gen, white_gt = whiten(gen_feats, gt_feats, whitening)  # (K, n, D) x 2
     points = torch.cat(
