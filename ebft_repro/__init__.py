@@ -11,6 +11,8 @@ Shape legend used in comments and docstrings throughout the package:
     L = ground-truth tokens per packed chunk    s = stride between block anchors
     C = first-anchor offset (NOT a window)      G = block length (generated tokens per block)
     K = blocks per chunk = (L - G - C) / s + 1  S = L + K * G (full strided sequence)
+    M = RLOO groups (B * K (chunk, block)       r = rank of a group's rollout features
+        contexts in EBFT, prompts in RLVR)
 
 Generated token (k, t) of a strided sequence lives at index L + t * K + k (step-major, block-minor) and has
 position id C + k * s + t, the position of the ground-truth token it replaces (spec section 3.1).

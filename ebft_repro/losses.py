@@ -24,7 +24,7 @@ _SV_GUARD = 1e-12
 
 @dataclass
 class FeatureRewards:
-    """Per-sample rewards of G groups of n rollouts (spec section 2). All fields are (G, n)."""
+    """Per-sample rewards of M groups of N rollouts (spec section 2). All fields are (M, N)."""
 
     reward: torch.Tensor
     """r_j = alignment_coef * a_j - diversity_coef * d_j."""
@@ -66,13 +66,13 @@ def whiten(gen_feats: torch.Tensor, gt_feats: torch.Tensor, mode: str) -> tuple[
     dropped in both.
 
     Args:
-        gen_feats: (G, n, D) rollout features; gt_feats: (G, D).
+        gen_feats: (M, N, D) rollout features; gt_feats: (M, D).
 
     Returns:
-        whitened rollouts (G, n, D) and whitened GT, one copy per rollout (G, n, D).
+        whitened rollouts (M, N, D) and whitened GT, one copy per rollout (M, N, D).
     """
     n_groups, n_samples, dim = gen_feats.shape
-    gt_copies = gt_feats[:, None, :].expand(n_groups, n_samples, dim)  # (G, n, D)
+    gt_copies = gt_feats[:, None, :].expand(n_groups, n_samples, dim)  # (M, N, D)
     if mode == "none":
         return gen_feats, gt_copies
     if mode not in WHITENINGS:
@@ -83,18 +83,18 @@ def whiten(gen_feats: torch.Tensor, gt_feats: torch.Tensor, mode: str) -> tuple[
     svd = _thin_svd(gen_feats)
     if svd is None:
         return gen_feats, gt_copies
-    left, singular, right_h = svd  # (G, n, r), (G, r), (G, r, D)
-    keep = singular > _SV_RELATIVE_CUTOFF * singular.max(dim=-1, keepdim=True).values  # (G, r)
-    inv_singular = torch.where(keep, 1.0 / (singular + _SV_GUARD), torch.zeros_like(singular))  # (G, r)
+    left, singular, right_h = svd  # (M, N, r), (M, r), (M, r, D)
+    keep = singular > _SV_RELATIVE_CUTOFF * singular.max(dim=-1, keepdim=True).values  # (M, r)
+    inv_singular = torch.where(keep, 1.0 / (singular + _SV_GUARD), torch.zeros_like(singular))  # (M, r)
     if mode == "sample":
-        operator = left @ torch.diag_embed(inv_singular) @ left.transpose(1, 2)  # (G, n, n)
-        white_gen = operator @ gen_feats  # (G, n, D)
-        white_gt = operator.sum(dim=-1, keepdim=True) * gt_feats[:, None, :]  # (G, n, D)
+        operator = left @ torch.diag_embed(inv_singular) @ left.transpose(1, 2)  # (M, N, N)
+        white_gen = operator @ gen_feats  # (M, N, D)
+        white_gt = operator.sum(dim=-1, keepdim=True) * gt_feats[:, None, :]  # (M, N, D)
         return white_gen, white_gt
-    scale = n_samples**0.5 * inv_singular  # (G, r): Sigma^{+1/2} = V diag(sqrt(n) / S) V^T
-    white_gen = gen_feats @ right_h.transpose(1, 2) @ torch.diag_embed(scale) @ right_h  # (G, n, D)
-    projected = (gt_feats[:, None, :] @ right_h.transpose(1, 2)) * scale[:, None, :]  # (G, 1, r)
-    white_gt = (projected @ right_h).expand(n_groups, n_samples, dim)  # (G, n, D)
+    scale = n_samples**0.5 * inv_singular  # (M, r): Sigma^{+1/2} = V diag(sqrt(n) / S) V^T
+    white_gen = gen_feats @ right_h.transpose(1, 2) @ torch.diag_embed(scale) @ right_h  # (M, N, D)
+    projected = (gt_feats[:, None, :] @ right_h.transpose(1, 2)) * scale[:, None, :]  # (M, 1, r)
+    white_gt = (projected @ right_h).expand(n_groups, n_samples, dim)  # (M, N, D)
     return white_gen, white_gt
 
 
@@ -109,20 +109,20 @@ def feature_matching_rewards(
     """Alignment and leave-one-out diversity rewards per rollout (spec section 2, items 3-6).
 
     Args:
-        gen_feats: (G, n, D) features of n rollouts for each of G (chunk, block) contexts.
-        gt_feats: (G, D) ground-truth feature of each context.
+        gen_feats: (M, N, D) features of N rollouts for each of M (chunk, block) contexts.
+        gt_feats: (M, D) ground-truth feature of each context.
 
     Returns:
-        FeatureRewards with (G, n) fields. Computed without gradient.
+        FeatureRewards with (M, N) fields. Computed without gradient.
     """
     n_groups, n_samples, dim = gen_feats.shape
     assert gt_feats.shape == (n_groups, dim), (gen_feats.shape, gt_feats.shape)
     with torch.no_grad():
-        white_gen, white_gt = whiten(gen_feats, gt_feats, whitening)  # (G, n, D), (G, n, D)
-        alignment = 2.0 * F.cosine_similarity(white_gen, white_gt, dim=-1)  # (G, n)
+        white_gen, white_gt = whiten(gen_feats, gt_feats, whitening)  # (M, N, D), (M, N, D)
+        alignment = 2.0 * F.cosine_similarity(white_gen, white_gt, dim=-1)  # (M, N)
         if n_samples > 1:
-            gram = white_gen @ white_gen.transpose(1, 2)  # (G, n, n)
-            off_diagonal = gram.sum(dim=-1) - gram.diagonal(dim1=1, dim2=2)  # (G, n)
+            gram = white_gen @ white_gen.transpose(1, 2)  # (M, N, N)
+            off_diagonal = gram.sum(dim=-1) - gram.diagonal(dim1=1, dim2=2)  # (M, N)
             diversity = 2.0 * off_diagonal / (n_samples - 1)
         else:
             diversity = torch.zeros_like(alignment)
@@ -140,19 +140,19 @@ def rloo_advantages(
     n <= 2 it is 0, and for n = 1 the whole baseline is 0. No std or global normalisation.
 
     Args:
-        alignment, diversity: (G, n).
+        alignment, diversity: (M, N).
 
     Returns:
-        (G, n) advantages A_j = r_j - b_j.
+        (M, N) advantages A_j = r_j - b_j.
     """
     assert alignment.shape == diversity.shape and alignment.dim() == 2, (alignment.shape, diversity.shape)
     n_samples = alignment.shape[1]
-    reward = alignment_coef * alignment - diversity_coef * diversity  # (G, n)
+    reward = alignment_coef * alignment - diversity_coef * diversity  # (M, N)
     if n_samples == 1:
         return reward
-    align_base = (alignment.sum(dim=1, keepdim=True) - alignment) / (n_samples - 1)  # (G, n)
+    align_base = (alignment.sum(dim=1, keepdim=True) - alignment) / (n_samples - 1)  # (M, N)
     if n_samples > 2:
-        div_base = (diversity.sum(dim=1, keepdim=True) - 2.0 * diversity) / (n_samples - 2)  # (G, n)
+        div_base = (diversity.sum(dim=1, keepdim=True) - 2.0 * diversity) / (n_samples - 2)  # (M, N)
     else:
         div_base = torch.zeros_like(diversity)
     return reward - (alignment_coef * align_base - diversity_coef * div_base)
@@ -164,17 +164,17 @@ def cfm_estimate(gen_feats: torch.Tensor, gt_feats: torch.Tensor) -> torch.Tenso
     ||E phi||^2 is estimated by the mean off-diagonal Gram entry (unbiased), unlike ||mean_j phi_j||^2.
 
     Args:
-        gen_feats: (G, n, D) with n >= 2; gt_feats: (G, D).
+        gen_feats: (M, N, D) with n >= 2; gt_feats: (M, D).
 
     Returns:
-        (G,) estimates.
+        (M,) estimates.
     """
     n_samples = gen_feats.shape[1]
     if n_samples < 2:
         raise ValueError("cfm_estimate needs n >= 2 samples per group")
-    gram = gen_feats @ gen_feats.transpose(1, 2)  # (G, n, n)
+    gram = gen_feats @ gen_feats.transpose(1, 2)  # (M, N, N)
     moment_sq = (gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)) / (n_samples * (n_samples - 1))
-    cross = (gen_feats * gt_feats[:, None, :]).sum(-1).mean(-1)  # (G,)
+    cross = (gen_feats * gt_feats[:, None, :]).sum(-1).mean(-1)  # (M,)
     return moment_sq - 2.0 * cross + (gt_feats * gt_feats).sum(-1)
 
 

@@ -189,8 +189,9 @@ def load_finished(run_dir: Path, cfg: ExperimentConfig, base_model: str) -> tupl
     except CorruptFileError as err:
         raise RunStateError(f"{err}: {recover}") from None
     changes = config_changes(summary["config"], cfg)
-    if summary.get("base_model", base_model) != base_model:
-        changes["base model"] = (summary["base_model"], base_model)
+    recorded = summary.get("base_model", "not recorded (the run predates base-model tracking)")
+    if recorded != base_model:  # a summary that does not say which base it started from is not reused
+        changes["base model"] = (recorded, base_model)
     if changes:
         raise RunStateError(
             f"{run_dir} holds a finished run with a different config: {_describe(changes)}: {FORCE_HINT}"

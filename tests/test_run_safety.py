@@ -83,6 +83,18 @@ def test_a_finished_run_of_another_config_is_not_silently_replaced(model_dirs, t
     assert (tmp_path / "summary.json").stat().st_mtime_ns == stamp
 
 
+def test_a_finished_run_that_does_not_name_its_base_model_is_not_reused(model_dirs, tmp_path):
+    """Summaries written before runs recorded their base model must not pass for runs of today's base."""
+    cfg = fast_config(model_dirs["llama"], method="sft")
+    train(cfg, run_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    del summary["base_model"]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"base model: .*not recorded.*--force"):
+        train(cfg, run_dir=tmp_path)
+    assert train(cfg, run_dir=tmp_path, force=True).status == "computed"
+
+
 # -------------------------------------------------------------------------------- 2. safe checkpoints
 
 

@@ -99,9 +99,9 @@ def plot_whitening_diversity(frame, path: Path, *, title: str) -> Path:
     ax.set(xlabel="whitening", ylabel="mean diversity reward d_j", title="diversity term")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
-    ax.bar(x, frame["cosine_to_exact"], color=[WHITENING_COLORS[m] for m in modes])
-    low = min(0.9, float(frame["cosine_to_exact"].min()) - 0.01)
-    ax.set_ylim(low, 1.0005)
+    bars = ax.bar(x, frame["cosine_to_exact"], color=[WHITENING_COLORS[m] for m in modes])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)  # the values, since bars from 0 hide small differences
+    ax.set_ylim(0, 1.1)
     ax.set_xticks(x, modes)
     ax.set(xlabel="whitening", ylabel="cosine(mean estimate, exact CFM gradient)", title="gradient direction")
     for ax in axes[0]:
@@ -140,7 +140,7 @@ def plot_strided_mask(layout, path: Path, *, title: str) -> Path:
     ax.set_xticks(range(total), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(total), [f"{lab} (pos {p})" for lab, p in zip(labels, positions)], fontsize=7)
     ax.set(
-        xlabel="key (attended-to token); bKtT = token of block K at step T",
+        xlabel="key (attended-to token); bktt = token t of block k (k < K blocks, t < G steps)",
         ylabel="query token (position id)",
     )
     ax.text(layout.seq_len / 2, -1.2, "ground truth x[0:L]", ha="center", fontsize=9, clip_on=False)
@@ -184,7 +184,7 @@ def plot_feature_pca(
     Identical rollouts fall on one point, labelled with their multiplicity.
 
     Args:
-        projections: whitening mode -> (rollouts (G, n, 2), gt (G, 2)) from :func:`teaching.pca_projection`.
+        projections: whitening mode -> (rollouts (M, N, 2), gt (M, 2)) from :func:`teaching.pca_projection`.
         groups: which (chunk, block) groups to draw; group g is block g % K of chunk g // K.
     """
     modes = list(projections)
@@ -200,6 +200,8 @@ def plot_feature_pca(
             for (x, y), count in zip(unique, counts):
                 if count > 1:
                     ax.annotate(f"x{count}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            note = f"{len(points)} distinct rollouts" if counts.max() == 1 else "xm: m identical rollouts"
+            ax.text(0.98, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
             chunk, block = divmod(group, blocks_per_chunk)
             ax.set_title(f"chunk {chunk}, block {block}; whitening: {mode}", fontsize=9)
             ax.set(xlabel="PC 1", ylabel="PC 2")
@@ -210,8 +212,8 @@ def plot_feature_pca(
             ax.set_ylim(centre[1] - radius, centre[1] + radius)
             ax.set_aspect("equal")
             ax.grid(alpha=0.3)
-            if row == 0 and col == 0:
-                ax.legend(fontsize=7, loc="lower left")
+            if col == 0:  # one legend per row: the whitened rows use their own colour
+                ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path, title, dpi=110)
 
 

@@ -426,14 +426,14 @@ def distinct_rollouts(gen_feats: torch.Tensor, tol: float = 1e-6) -> torch.Tenso
     """Number of distinct rollouts per group (features with cosine above 1 - tol count as one).
 
     Args:
-        gen_feats: (G, n, D).
+        gen_feats: (M, N, D).
 
     Returns:
-        (G,) long.
+        (M,) long.
     """
     unit = F.normalize(gen_feats, dim=-1)
-    same = (unit @ unit.transpose(1, 2)) > 1 - tol  # (G, n, n)
-    earlier_copy = same.tril(diagonal=-1).any(dim=-1)  # (G, n): a copy of an earlier rollout
+    same = (unit @ unit.transpose(1, 2)) > 1 - tol  # (M, N, N)
+    earlier_copy = same.tril(diagonal=-1).any(dim=-1)  # (M, N): a copy of an earlier rollout
     return (~earlier_copy).sum(dim=-1)
 
 
