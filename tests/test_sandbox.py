@@ -553,3 +553,18 @@ def test_verifier_results_count_suspicious_programs_and_child_decided_tests():
     # residual risk that the two counts make visible.
     assert rewards == [1.0, 0.25, 0.25]
     assert stats == {"suspicious_programs": 2.0, "tests_decided_in_child": 3.0}
+
+
+def test_planning_untrusted_code_prints_no_syntax_warnings():
+    """Generated code such as ``1if x else 2`` made the parent print SyntaxWarnings into every training log."""
+    import warnings
+
+    from ebft_repro.evaluation._sandbox_flags import suspicious_features
+    from ebft_repro.evaluation._sandbox_plan import plan_tests
+
+    code = "def f(x):\n    return 1if x else 2\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan_tests(code, ["assert f(1)==1if True else 0"])
+        suspicious_features(code)
+    assert [w for w in caught if issubclass(w.category, SyntaxWarning)] == []

@@ -10,6 +10,7 @@ visible in the run metrics (``suspicious_programs``).
 from __future__ import annotations
 
 import ast
+import warnings
 
 DUNDERS = ("__eq__", "__ne__", "__bool__", "__hash__", "__instancecheck__", "__subclasscheck__")
 FRAME_ACCESS = (
@@ -32,6 +33,13 @@ FRAME_ACCESS = (
 INTROSPECTION_MODULES = ("gc", "inspect", "ctypes", "builtins")
 
 
+def parse_quietly(source: str) -> ast.Module:
+    """``ast.parse`` of untrusted source without printing its SyntaxWarnings (e.g. ``1if x``) to the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(source)
+
+
 def suspicious_features(code: str) -> tuple[str, ...]:
     """Reasons (sorted) why ``code`` looks like it may game a verifier; empty when none.
 
@@ -40,7 +48,7 @@ def suspicious_features(code: str) -> tuple[str, ...]:
     :data:`INTROSPECTION_MODULES` or use of ``__builtins__``. Code that does not parse gets no flags.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse_quietly(code)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return ()
     reasons: set[str] = set()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from ebft_repro.evaluation._sandbox_flags import parse_quietly
 from ebft_repro.evaluation._sandbox_judge import SAFE_FUNCTIONS, SAFE_VALUES, evaluate_constant
 
 HOLE = "\x00"  # placeholder names start with a character no Python identifier can contain
@@ -69,7 +70,7 @@ def plan_tests(code: str, tests: list[str]) -> list[TestPlan]:
 def _code_names(code: str) -> tuple[set[str], dict[str, set[str]]]:
     """Names the solution reads anywhere, and how it binds names at module level."""
     try:
-        tree = ast.parse(code)
+        tree = parse_quietly(code)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return set(), {}
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
@@ -78,7 +79,7 @@ def _code_names(code: str) -> tuple[set[str], dict[str, set[str]]]:
 
 def _plan_test(test: str, code_names: set[str], code_bindings: dict[str, set[str]]) -> TestPlan:
     try:
-        return _plan_parsed(ast.parse(test), code_names, code_bindings)
+        return _plan_parsed(parse_quietly(test), code_names, code_bindings)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         # Does not parse (fails in the child, as it would in Python), or too deep to plan: run it whole.
         return TestPlan(steps=[("x", test)], decided_in="child")

@@ -213,7 +213,7 @@ def plot_feature_pca(
             ax.set_aspect("equal")
             ax.grid(alpha=0.3)
             if col == 0:  # one legend per row: the whitened rows use their own colour
-                ax.legend(fontsize=7, loc="upper left")
+                ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path, title, dpi=110)
 
 
