@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ebft_repro.experiments.plotting import save_figure
+from ebft_repro.experiments.plotting import new_figure, save_figure
 
 STAGES = (
     ("packed chunks", "x[0:L] of real text\n(B chunks, each repeated n times)", "batching.local_batch"),
@@ -24,10 +24,10 @@ STAGES = (
 
 def pipeline_diagram(path: Path) -> Path:
     """Draw the EBFT step as six boxes joined by arrows; returns the saved PNG path."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    fig, ax = plt.subplots(figsize=(12, 4.4))
+    fig, axes = new_figure(size=(12, 4.4))
+    ax = axes[0, 0]
     ax.set_xlim(0, 3)
     ax.set_ylim(-0.12, 2)
     ax.axis("off")
