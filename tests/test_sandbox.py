@@ -556,7 +556,7 @@ def test_verifier_results_count_suspicious_programs_and_child_decided_tests():
 
 
 def test_planning_untrusted_code_prints_no_syntax_warnings():
-    """Generated code such as ``1if x else 2`` made the parent print SyntaxWarnings into every training log."""
+    """Generated code such as ``1if x else 2`` made the parent print SyntaxWarnings into training logs."""
     import warnings
 
     from ebft_repro.evaluation._sandbox_flags import suspicious_features
