@@ -171,3 +171,26 @@ def test_finished_cpu_results_win_over_tiny_and_lose_to_small(monkeypatch, tmp_p
         assert source.preset == preset  # each finished preset outranks the ones before it
     cpu = nb.ResultsSource("cpu", tmp_path / "cpu", selection=selection)
     assert "`cpu` preset" in cpu.banner() and "SMOKE-TEST" not in cpu.banner()
+
+
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [("04_qa_coding", "qa_code"), ("05_unstructured_code", "code"), ("06_translation", "translation")],
+)
+def test_committed_task_tables_match_the_results_they_read(name, task):
+    """Every cell of the committed task table is what ``results/cpu/summary.csv`` says today."""
+    from ebft_repro.experiments.report import task_summary
+    from ebft_repro.utils import results_dir
+
+    cells = [cell for cell in _load(name).cells if cell.cell_type == "code"]
+    banner = "\n".join(_text(output) for cell in cells for output in cell.outputs)
+    if "Results of the `cpu` preset" not in banner:
+        pytest.skip("the committed notebook shows another preset")
+    table_cell = next(cell for cell in cells if "report.task_summary(" in cell.source)
+    shown = "\n".join(_text(output) for output in table_cell.outputs)
+    expected = task_summary(results_dir() / "cpu", task)
+    assert len(expected) == 4  # the base model and the three methods
+    for method, row in expected.iterrows():
+        for column, value in row.items():
+            if value:
+                assert str(value) in shown, f"{method} {column}: {value} is not in the committed table"

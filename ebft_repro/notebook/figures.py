@@ -140,7 +140,7 @@ def plot_strided_mask(layout, path: Path, *, title: str) -> Path:
     ax.set_xticks(range(total), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(total), [f"{lab} (pos {p})" for lab, p in zip(labels, positions)], fontsize=7)
     ax.set(
-        xlabel="key (attended-to token); bktt = token t of block k (k < K blocks, t < G steps)",
+        xlabel="key (attended-to token); b<k>t<t> = token t of block k (k < K blocks, t < G steps)",
         ylabel="query token (position id)",
     )
     ax.text(layout.seq_len / 2, -1.2, "ground truth x[0:L]", ha="center", fontsize=9, clip_on=False)
