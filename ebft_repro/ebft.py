@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ebft_repro.batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
-from ebft_repro.config import LossConfig
+from ebft_repro.config import LossConfig, SamplerConfig
 from ebft_repro.losses import FeatureRewards, ebft_loss, feature_matching_rewards, rloo_advantages
 from ebft_repro.sampler import StridedLayout, StridedRollouts, strided_generate, strided_logprobs
 from ebft_repro.utils import row_generators
@@ -68,6 +68,22 @@ class RolloutScores:
 
 
 @torch.no_grad()
+def sample_rollouts(policy, chunks: torch.Tensor, sampler: SamplerConfig, generator) -> StridedRollouts:
+    """One G-token rollout from each of the K nested prefixes of every (B*N, L) chunk row (spec 3.2),
+    with the sampler config's geometry, temperature, top-p and cache setting."""
+    return strided_generate(
+        policy,
+        chunks,
+        stride=sampler.stride,
+        context_len=sampler.context_len,
+        gen_len=sampler.gen_len,
+        temperature=sampler.temperature,
+        top_p=sampler.top_p,
+        generator=generator,
+        use_cache=sampler.use_cache,
+    )
+
+
 def score_rollouts(
     feature_net, rollouts: StridedRollouts, n_samples: int, loss_cfg: LossConfig
 ) -> RolloutScores:
@@ -116,17 +132,8 @@ def ebft_step(ctx: Context, step: int) -> dict[str, float]:
     # 2. Strided block-parallel sampling: one G-token rollout from each of the K nested prefixes (spec 3.2).
     ctx.policy.eval()
     with autocast(ctx):
-        rollouts = strided_generate(
-            ctx.policy,
-            chunks,
-            stride=sampler.stride,
-            context_len=sampler.context_len,
-            gen_len=sampler.gen_len,
-            temperature=sampler.temperature,
-            top_p=sampler.top_p,
-            generator=row_generators(cfg.seed, step, STREAM_SAMPLE, positions),
-            use_cache=sampler.use_cache,
-        )  # sequences (B*N, S)
+        generators = row_generators(cfg.seed, step, STREAM_SAMPLE, positions)
+        rollouts = sample_rollouts(ctx.policy, chunks, sampler, generators)  # sequences (B*N, S)
 
         # 3. Frozen features -> groups -> rewards (eq. 7) -> RLOO advantages (spec 2, 4.1).
         scores = score_rollouts(ctx.feature_net, rollouts, n_samples, loss_cfg)  # advantages (B*N, K)

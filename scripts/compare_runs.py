@@ -10,15 +10,12 @@ shared run agrees, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from ebft_repro.utils import read_json, read_jsonl
+
 TIMING = ("train_s", "eval_s")
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def compare(reference: Path, candidate: Path, task: str | None = None) -> tuple[list[str], list[str]]:
@@ -32,10 +29,10 @@ def compare(reference: Path, candidate: Path, task: str | None = None) -> tuple[
         names = [n for n in names if n.startswith(f"{task}-")]
     same, differ = [], []
     for name in names:
-        ref_rows = _rows(reference / "runs" / name / "metrics.jsonl")
-        new_rows = _rows(candidate / "runs" / name / "metrics.jsonl")
-        ref_sum = json.loads((reference / "runs" / name / "summary.json").read_text())
-        new_sum = json.loads((candidate / "runs" / name / "summary.json").read_text())
+        ref_rows = read_jsonl(reference / "runs" / name / "metrics.jsonl")
+        new_rows = read_jsonl(candidate / "runs" / name / "metrics.jsonl")
+        ref_sum = read_json(reference / "runs" / name / "summary.json")
+        new_sum = read_json(candidate / "runs" / name / "summary.json")
         for key in TIMING:
             ref_sum.pop(key, None), new_sum.pop(key, None)
         if ref_rows != new_rows:

@@ -17,7 +17,7 @@ from collections import defaultdict
 import torch
 
 from ebft_repro.data import PackedChunks
-from ebft_repro.ebft import score_rollouts
+from ebft_repro.ebft import sample_rollouts, score_rollouts
 from ebft_repro.evaluation.metrics import (
     clean_translation,
     corpus_bleu,
@@ -29,7 +29,6 @@ from ebft_repro.evaluation.metrics import (
 )
 from ebft_repro.generation import concat_completions, decode_completions, left_pad, sample_completions
 from ebft_repro.losses import cfm_estimate
-from ebft_repro.sampler import strided_generate
 from ebft_repro.tasks.base import LANG_NAMES, QA_STOP_MARKER, Example
 
 log = logging.getLogger(__name__)
@@ -92,17 +91,7 @@ def feature_matching_eval(
     was_training = policy.training
     policy.eval()
     repeated = chunks.to(device).repeat_interleave(n_samples, dim=0)  # (B*N, L)
-    rollouts = strided_generate(
-        policy,
-        repeated,
-        stride=sampler_cfg.stride,
-        context_len=sampler_cfg.context_len,
-        gen_len=sampler_cfg.gen_len,
-        temperature=sampler_cfg.temperature,
-        top_p=sampler_cfg.top_p,
-        generator=generator,
-        use_cache=sampler_cfg.use_cache,
-    )
+    rollouts = sample_rollouts(policy, repeated, sampler_cfg, generator)
     policy.train(was_training)
     scores = score_rollouts(feature_net, rollouts, n_samples, loss_cfg)
     metrics = {"val_fm_reward": scores.rewards.reward.mean().item()}

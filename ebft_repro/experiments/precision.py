@@ -21,10 +21,9 @@ import torch
 
 from ebft_repro.config import DTYPES, PRESETS, TASKS, get_preset
 from ebft_repro.data import packed_split
-from ebft_repro.ebft import score_rollouts
+from ebft_repro.ebft import sample_rollouts, score_rollouts
 from ebft_repro.featurizer import FeatureNetwork
 from ebft_repro.models import load_policy_and_tokenizer
-from ebft_repro.sampler import strided_generate
 from ebft_repro.utils import results_dir, write_json
 
 
@@ -44,16 +43,8 @@ def feature_dtype_effect(cfg, *, n_chunks: int = 8, dtype: str = "bfloat16", see
     policy.eval()
     chunks = packed_split(cfg.task, cfg.data, "validation", tokenizer).input_ids[:n_chunks]  # (B, L)
     n_samples, sampler = cfg.sampler.n_samples, cfg.sampler
-    rollouts = strided_generate(
-        policy,
-        chunks.repeat_interleave(n_samples, dim=0),  # (B*N, L)
-        stride=sampler.stride,
-        context_len=sampler.context_len,
-        gen_len=sampler.gen_len,
-        temperature=sampler.temperature,
-        top_p=sampler.top_p,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    repeated = chunks.repeat_interleave(n_samples, dim=0)  # (B*N, L)
+    rollouts = sample_rollouts(policy, repeated, sampler, torch.Generator().manual_seed(seed))
     scores = {}
     for name in ("float32", dtype):
         net = FeatureNetwork(policy, cfg.featurizer.layers, cfg.featurizer.pooling).to(getattr(torch, name))

@@ -406,18 +406,10 @@ def rollout_features(
     Returns:
         gen_feats (B*K, n, D) and gt_feats (B*K, D), float32; group b*K + k is block k of chunk b.
     """
-    from ebft_repro.ebft import group_features
-    from ebft_repro.sampler import strided_generate
+    from ebft_repro.ebft import group_features, sample_rollouts
 
-    rollouts = strided_generate(
-        policy,
-        chunks.repeat_interleave(n_samples, dim=0),
-        stride=sampler_cfg.stride,
-        context_len=sampler_cfg.context_len,
-        gen_len=sampler_cfg.gen_len,
-        temperature=sampler_cfg.temperature,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    repeated = chunks.repeat_interleave(n_samples, dim=0)  # (B*N, L)
+    rollouts = sample_rollouts(policy, repeated, sampler_cfg, torch.Generator().manual_seed(seed))
     gen_feats, gt_feats = feature_net.strided_features(rollouts.sequences, rollouts.layout)  # (B*n, K, D) x 2
     return group_features(gen_feats.float(), gt_feats.float(), n_samples)  # (B*K, n, D), (B*K, D)
 
