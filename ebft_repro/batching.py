@@ -21,7 +21,7 @@ STREAM_SAMPLE = "sample"
 
 @dataclass
 class Context:
-    """Everything a step needs; built once per run by :func:`ebft_repro.trainer.build_context`."""
+    """Everything a step needs; built once per run by :func:`ebft_repro.context.build_context`."""
 
     cfg: ExperimentConfig
     policy: torch.nn.Module
@@ -69,3 +69,26 @@ def autocast(ctx: Context) -> AbstractContextManager:
     return torch.autocast(
         device_type=ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cfg.train.autocast_bf16
     )
+
+
+def add_weighted(sums: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor], *scales: float) -> None:
+    """``sums[key] += metrics[key] * scales...`` in float64 on the metric's device (no host sync).
+
+    The micro-batch loops call this once per micro-batch and :func:`to_floats` once per step, so a step
+    waits for the device once, where its metrics are logged. Float64 and the order of the products keep the
+    sums equal, bit for bit, to the Python-float accumulation they replace.
+    """
+    for key, value in metrics.items():
+        term = value.detach().double()
+        for scale in scales:
+            term = term * scale
+        sums[key] = sums[key] + term if key in sums else 0.0 + term
+
+
+def to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Every metric of a step as a Python float, with one device-to-host transfer."""
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    floats = (
+        torch.stack([v.detach().double().reshape(()) for v in tensors.values()]).tolist() if tensors else []
+    )
+    return {k: float(v) for k, v in values.items()} | dict(zip(tensors, floats, strict=True))

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ebft_repro.batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
+from ebft_repro.batching import (
+    STREAM_SAMPLE,
+    Context,
+    add_weighted,
+    autocast,
+    local_batch,
+    micro_batches,
+    to_floats,
+)
 from ebft_repro.config import LossConfig, SamplerConfig
 from ebft_repro.losses import FeatureRewards, ebft_loss, feature_matching_rewards, rloo_advantages
 from ebft_repro.sampler import StridedLayout, StridedRollouts, strided_generate, strided_logprobs
@@ -141,7 +149,7 @@ def ebft_step(ctx: Context, step: int) -> dict[str, float]:
     # 4. Policy log-probs of the rollouts and of the ground truth in one strided forward; the loss.
     ctx.policy.train()
     n_global = cfg.train.chunks_per_step * n_samples  # the loss is a mean over every sequence of the step
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     for part in micro_batches(chunks.shape[0], cfg.train.micro_batch_size):
         with autocast(ctx):
             gen_logps, gt_logps = strided_logprobs(
@@ -165,18 +173,20 @@ def ebft_step(ctx: Context, step: int) -> dict[str, float]:
         )  # rl * mean(-A * log p(y_hat)) + gamma * CE (+ beta * KL), spec 4.2
         weight = (part.stop - part.start) / n_global
         (loss * weight).backward()
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value * weight * ctx.world_size
+        add_weighted(sums, metrics, weight, ctx.world_size)
 
     # Token forwards: sampling + the frozen feature forward + the policy forward (+ the KL reference).
     layout = rollouts.layout
     n_full = 3 if loss_cfg.kl_coef > 0 else 2
     forwards = layout.sampling_forwards(sampler.use_cache) + n_full * layout.total_len
     rewards = scores.rewards
-    return sums | {
-        "reward": rewards.reward.mean().item(),
-        "alignment": rewards.alignment.mean().item(),
-        "diversity": rewards.diversity.mean().item(),
-        "feature_map_reward": rewards.feature_map_reward.mean().item(),
-        "tokens": float(chunks.shape[0] * forwards),
-    }
+    return to_floats(  # the step's one device-to-host transfer
+        sums
+        | {
+            "reward": rewards.reward.mean(),
+            "alignment": rewards.alignment.mean(),
+            "diversity": rewards.diversity.mean(),
+            "feature_map_reward": rewards.feature_map_reward.mean(),
+            "tokens": float(chunks.shape[0] * forwards),
+        }
+    )

@@ -213,7 +213,7 @@ def ebft_loss(
     ref_gen_logps: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     kl_estimator: str = "k2",
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """EBFT loss: on-policy REINFORCE on generated tokens + gamma * CE on ground truth (spec section 4.2).
 
     loss = rl_coef * mean_N[ tokenmean_{K,G}( -A_(n,k) * log p^(1/T)(y_hat_(n,k,t)) ) ]
@@ -228,7 +228,7 @@ def ebft_loss(
         ref_gen_logps: (N, K, G) reference-policy log-probs for the optional KL term.
 
     Returns:
-        (loss, metrics).
+        (loss, metrics); the metrics are detached 0-d tensors (the step converts them once, where it logs).
     """
     n_seqs, n_blocks, _ = gen_logps.shape
     assert advantages.shape == (n_seqs, n_blocks), (advantages.shape, gen_logps.shape)
@@ -236,20 +236,20 @@ def ebft_loss(
     pg_loss = _masked_seq_mean(-advantages.detach()[:, :, None] * gen_logps, None)
     ce_loss = _masked_seq_mean(-gt_logps, gt_mask)
     loss = rl_coef * pg_loss + ce_coef * ce_loss
-    metrics = {"pg_loss": pg_loss.item(), "ce_loss": ce_loss.item()}
+    metrics = {"pg_loss": pg_loss.detach(), "ce_loss": ce_loss.detach()}
     if kl_coef > 0:
         if ref_gen_logps is None:
             raise ValueError("kl_coef > 0 needs ref_gen_logps")
         kl = _masked_seq_mean(approx_kl(gen_logps, ref_gen_logps.detach(), kl_estimator), None)
         loss = loss + kl_coef * kl
-        metrics["kl"] = kl.item()
-    metrics["loss"] = loss.item()
+        metrics["kl"] = kl.detach()
+    metrics["loss"] = loss.detach()
     return loss, metrics
 
 
 def sft_loss(
     gt_logps: torch.Tensor, mask: torch.Tensor | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Teacher-forced cross-entropy, token-weighted over the batch.
 
     Args:
@@ -258,12 +258,12 @@ def sft_loss(
     mask = torch.ones_like(gt_logps, dtype=torch.bool) if mask is None else mask
     weights = mask.to(gt_logps.dtype)
     loss = -(gt_logps * weights).sum() / weights.sum().clamp(min=1.0)
-    return loss, {"loss": loss.item(), "ce_loss": loss.item()}
+    return loss, {"loss": loss.detach(), "ce_loss": loss.detach()}
 
 
 def rlvr_loss(
     logps: torch.Tensor, completion_mask: torch.Tensor, rewards: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """RLVR baseline: REINFORCE with a leave-one-out (RLOO) baseline over n completions per prompt.
 
     A_j = r_j - mean_{k != j} r_k; loss = mean over samples of the token mean of -A_j * log p(y_j,t).
@@ -283,11 +283,11 @@ def rlvr_loss(
     loss = per_seq.mean()
     zero_var = (rewards.max(dim=1).values == rewards.min(dim=1).values).float().mean()
     metrics = {
-        "loss": loss.item(),
-        "pg_loss": loss.item(),
-        "reward_mean": rewards.mean().item(),
-        "reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "frac_zero_var_groups": zero_var.item(),
-        "completion_len": weights.sum(-1).mean().item(),
+        "loss": loss.detach(),
+        "pg_loss": loss.detach(),
+        "reward_mean": rewards.mean(),
+        "reward_std": rewards.std() if rewards.numel() > 1 else rewards.new_zeros(()),
+        "frac_zero_var_groups": zero_var,
+        "completion_len": weights.sum(-1).mean(),
     }
     return loss, metrics

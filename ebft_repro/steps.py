@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from ebft_repro.batching import STREAM_SAMPLE, Context, autocast, local_batch, micro_batches
+from ebft_repro.batching import (
+    STREAM_SAMPLE,
+    Context,
+    add_weighted,
+    autocast,
+    local_batch,
+    micro_batches,
+    to_floats,
+)
 from ebft_repro.distributed import all_reduce_sum
 from ebft_repro.evaluation.downstream import sample_for_prompts, verifier_results
 from ebft_repro.generation import completion_logprobs
@@ -25,18 +33,18 @@ def sft_step(ctx: Context, step: int) -> dict[str, float]:
     chunks = ctx.train_chunks[rows].to(ctx.device)  # (B, L)
     target_mask = ctx.train_target_mask[rows].to(ctx.device)  # (B, L-1)
     ctx.policy.train()
-    n_tokens = all_reduce_sum(target_mask.sum().item(), ctx.device)
-    sums: dict[str, float] = {}
+    row_tokens = target_mask.sum(-1).tolist()  # (B,) targets per chunk, on the host once
+    n_tokens = all_reduce_sum(sum(row_tokens), ctx.device)
+    sums: dict[str, torch.Tensor] = {}
     for part in micro_batches(len(rows), cfg.train.micro_batch_size):
         with autocast(ctx):
             logits = ctx.policy(input_ids=chunks[part], use_cache=False).logits[:, :-1].float()  # (b, L-1, V)
         logps = token_logprobs(logits, chunks[part, 1:])  # (b, L-1)
         loss, metrics = sft_loss(logps, target_mask[part])
-        weight = target_mask[part].sum().item() / n_tokens
+        weight = sum(row_tokens[part]) / n_tokens
         (loss * weight).backward()
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value * weight * ctx.world_size
-    return sums | {"tokens": float(chunks.numel())}
+        add_weighted(sums, metrics, weight, ctx.world_size)
+    return to_floats(sums | {"tokens": float(chunks.numel())})
 
 
 def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
@@ -67,5 +75,5 @@ def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
     shape = (len(examples), n_samples, -1)
     loss, metrics = rlvr_loss(logps.float().view(shape), completions.completion_mask.view(shape), rewards)
     (loss * len(examples) / rl.prompts_per_step).backward()  # a mean over every completion of the step
-    metrics["tokens"] = float(2 * (completions.prompt_mask.sum() + completions.completion_mask.sum()))
-    return metrics | sandbox_stats  # suspicious_programs makes verifier gaming visible
+    metrics["tokens"] = 2 * (completions.prompt_mask.sum() + completions.completion_mask.sum())
+    return to_floats(metrics) | sandbox_stats  # suspicious_programs makes verifier gaming visible

@@ -4,6 +4,9 @@ Each method is a short ``*_step`` that turns one batch into a loss; the loop own
 betas 0.9/0.95, clip 1.0), the schedule, evaluation, checkpoints and the files of the run. Every random draw
 is re-seeded from (seed, step), and the batch of step i is a pure function of (seed, i), so a run resumed
 from a checkpoint ends with the same metrics as an uninterrupted one.
+
+Loading a run's models and data is :mod:`ebft_repro.context`; evaluation during training, the shared
+step-0 evaluation and the run's summary are :mod:`ebft_repro.run_eval`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,11 @@ from pathlib import Path
 import torch
 
 from ebft_repro import distributed
-from ebft_repro.batching import Context, autocast
+from ebft_repro.batching import Context
 from ebft_repro.config import ExperimentConfig
-from ebft_repro.data import load_eval_examples, load_task, packed_split
+from ebft_repro.context import build_context
 from ebft_repro.ebft import ebft_step
-from ebft_repro.evaluation.downstream import downstream_eval, feature_matching_eval, validation_ce
-from ebft_repro.featurizer import FeatureNetwork
-from ebft_repro.models import load_causal_lm, load_policy_and_tokenizer, resolve_model_path
+from ebft_repro.run_eval import base_model_identity, evaluate, evaluate_step0, step0_key, summarize
 from ebft_repro.run_state import (
     CHECKPOINT_NAME,
     LOCK_NAME,
@@ -39,16 +40,11 @@ from ebft_repro.run_state import (
 )
 from ebft_repro.steps import rlvr_step, sft_step
 from ebft_repro.utils import (
-    CorruptFileError,
-    config_hash,
     ensure_writable,
     environment_info,
     file_lock,
     progress,
-    read_json,
-    resolve_device,
     seed_everything,
-    step_generator,
     write_json,
     write_text_atomic,
 )
@@ -57,9 +53,6 @@ log = logging.getLogger(__name__)
 
 STEPS = {"ebft": ebft_step, "sft": sft_step, "rlvr": rlvr_step}
 """One optimizer step's loss and backward for each method."""
-STREAM_EVAL, STREAM_FM = "eval", "fm"
-STEP0_DIR = "_step0"
-"""The runner's folder, next to its run folders, of cached step-0 evaluations (the base model)."""
 
 
 @dataclass
@@ -86,153 +79,6 @@ def lr_lambda(cfg: ExperimentConfig):
         return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_frac))
 
     return factor
-
-
-def fit_prompts(examples: list, tokenizer, max_tokens: int, *, what: str) -> list:
-    """Drop prompts longer than ``max_tokens`` tokens, logging each skipped record by uid (never silent)."""
-    kept, skipped = [], []
-    for example in examples:
-        n_tokens = len(tokenizer(example.prompt)["input_ids"])
-        (kept if n_tokens <= max_tokens else skipped).append(example)
-    if skipped:
-        uids = ", ".join(ex.uid or "?" for ex in skipped[:5])
-        log.warning(
-            "%s: skipped %d prompts longer than %d tokens (%s...)", what, len(skipped), max_tokens, uids
-        )
-    return kept
-
-
-def build_models(cfg: ExperimentConfig, device: torch.device):
-    """The policy (optionally with LoRA adapters and gradient checkpointing), its tokenizer and the frozen
-    feature network: a deep copy of the initial policy, a separately named model, or, with LoRA, the same
-    weights with the adapters disabled (no second copy)."""
-    policy, tokenizer = load_policy_and_tokenizer(cfg, device=device)
-    layers, pooling = cfg.featurizer.layers, cfg.featurizer.pooling
-    feature_dtype = getattr(torch, cfg.train.feature_dtype)
-    if cfg.train.lora_rank > 0:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=cfg.train.lora_rank,
-            lora_alpha=cfg.train.lora_alpha,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-        )
-        policy = get_peft_model(policy, lora)
-    if cfg.featurizer.feature_model is not None:
-        path = resolve_model_path(cfg.featurizer.feature_model, cfg)
-        base = load_causal_lm(path, dtype=cfg.train.feature_dtype, device=device)
-        feature_net = FeatureNetwork(base, layers, pooling, copy_model=False)
-    elif cfg.train.lora_rank > 0:
-        feature_net = FeatureNetwork(policy, layers, pooling, copy_model=False, adapters_off=True)
-    else:
-        feature_net = FeatureNetwork(policy, layers, pooling).to(feature_dtype)
-    if cfg.train.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return policy, tokenizer, feature_net
-
-
-def build_context(cfg: ExperimentConfig, *, rank: int = 0, world_size: int = 1) -> Context:
-    """Load the models and the task data for a run."""
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
-    policy, tokenizer, feature_net = build_models(cfg, device)
-    train_packed = packed_split(cfg.task, cfg.data, "train", tokenizer)
-    task_data = load_task(cfg.task, cfg.data)
-    limit = cfg.data.seq_len
-    rl_examples = fit_prompts(
-        load_task(task_data.eval_task, cfg.data).train, tokenizer, limit, what="rlvr prompts"
-    )
-    if cfg.method == "rlvr" and not rl_examples:
-        raise ValueError(f"no RLVR training prompt fits in data.seq_len={limit} tokens")
-    eval_examples = load_eval_examples(cfg.task, cfg.data, cfg.eval.split)[: cfg.eval.n_prompts]
-    eval_examples = fit_prompts(eval_examples, tokenizer, limit, what=f"{cfg.eval.split} prompts")
-    val_examples = load_eval_examples(cfg.task, cfg.data, "validation")[: cfg.eval.n_prompts]
-    return Context(
-        cfg=cfg,
-        policy=policy,
-        tokenizer=tokenizer,
-        feature_net=feature_net,
-        train_chunks=train_packed.input_ids,
-        train_target_mask=train_packed.target_mask,
-        val_chunks=packed_split(cfg.task, cfg.data, "validation", tokenizer),
-        rl_examples=rl_examples,
-        eval_examples=eval_examples,
-        val_examples=fit_prompts(val_examples, tokenizer, limit, what="validation prompts"),
-        device=device,
-        rank=rank,
-        world_size=world_size,
-    )
-
-
-def evaluate(ctx: Context, step: int) -> dict[str, float]:
-    """Validation CE, feature matching and downstream accuracy at ``step``."""
-    cfg = ctx.cfg
-    with autocast(ctx):
-        metrics = validation_ce(ctx.policy, ctx.val_chunks)
-        if cfg.eval.n_fm_chunks > 0:
-            metrics |= feature_matching_eval(
-                ctx.policy,
-                ctx.feature_net,
-                ctx.val_chunks.input_ids[: cfg.eval.n_fm_chunks],
-                sampler_cfg=cfg.sampler,
-                loss_cfg=cfg.loss,
-                generator=step_generator(cfg.seed, step, STREAM_FM),
-            )
-        metrics |= downstream_eval(
-            ctx.policy,
-            ctx.tokenizer,
-            ctx.eval_examples,
-            cfg.eval,
-            generator=step_generator(cfg.seed, step, STREAM_EVAL),
-        )
-        if step == cfg.train.n_steps and ctx.val_examples:  # for learning-rate selection, never for reporting
-            val = downstream_eval(
-                ctx.policy,
-                ctx.tokenizer,
-                ctx.val_examples,
-                cfg.eval,
-                generator=step_generator(cfg.seed, step, STREAM_EVAL),
-            )
-            metrics |= {f"val_{k}": v for k, v in val.items()}
-    return metrics
-
-
-def step0_key(cfg: ExperimentConfig) -> str:
-    """Everything the step-0 evaluation depends on: the base model, task, data, sampler, features, loss,
-    evaluation settings and seed, but not the method, optimizer or run length (no update has happened)."""
-    values = cfg.to_dict()
-    for name in ("method", "optim", "rlvr"):
-        values.pop(name)
-    values["train"] = {
-        k: values["train"][k] for k in ("dtype", "autocast_bf16", "lora_rank", "feature_dtype")
-    }
-    values["eval"].pop("every_steps")
-    values["base_model"] = base_model_identity(cfg)
-    return config_hash(values)
-
-
-def evaluate_step0(ctx: Context, cache: Path | None, *, reuse: bool) -> tuple[dict[str, float], bool]:
-    """The step-0 evaluation, shared by every run that starts from the same base under the same evaluation.
-
-    Every method and learning rate of a (task, seed) starts from the same weights and evaluates with the
-    same random streams, so their step-0 metrics are identical; the first run computes them into ``cache``
-    and the others read them. Returns the metrics and whether they were reused.
-    """
-    if cache is not None and reuse and cache.exists():
-        try:
-            metrics = read_json(cache)
-        except CorruptFileError as err:
-            log.warning("%s; recomputing the step-0 evaluation", err)
-        else:
-            log.info("%s: step-0 evaluation reused from %s", ctx.cfg.run_name, cache)
-            return metrics, True
-    metrics = evaluate(ctx, 0)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_json(cache, metrics)
-    return metrics, False
 
 
 class NonFiniteError(FloatingPointError):
@@ -456,36 +302,3 @@ def train(
         if not _run_loop(ctx, state, params, run_dir, stop_after, **loop_options):
             return RunResult(run_dir, {}, state.rows, status="stopped")
         return RunResult(run_dir, _finish(ctx, state, run_dir), state.rows, status=status)
-
-
-def base_model_identity(cfg: ExperimentConfig) -> str:
-    """Which base checkpoint a run starts from: the built-in cache folder's name, else the model name."""
-    if cfg.model.startswith("builtin:"):
-        from ebft_repro.pretrain import base_model_dir
-
-        return base_model_dir(cfg.base, cfg.data, cfg.model.split(":", 1)[1]).name
-    return cfg.model
-
-
-def summarize(cfg: ExperimentConfig, rows: list[dict], cost: dict) -> dict:
-    """Final eval metrics, cost, and the config, as one JSON-able dict."""
-    evals = [row for row in rows if row["kind"] == "eval"]
-    final = {k: v for k, v in evals[-1].items() if k not in ("step", "kind")} if evals else {}
-    initial = {k: v for k, v in evals[0].items() if k not in ("step", "kind")} if evals else {}
-    return {
-        "run_name": cfg.run_name,
-        "task": cfg.task,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "preset": cfg.preset,
-        "lr": cfg.optim.lr,
-        "final": final,
-        "initial": initial,
-        "n_steps": cfg.train.n_steps,
-        "train_s": round(cost["train_s"], 3),
-        "eval_s": round(cost["eval_s"], 3),
-        "tokens_processed": cost["tokens"],
-        "step0_eval_reused": bool(cost.get("step0_eval_reused", False)),
-        "base_model": base_model_identity(cfg),
-        "config": cfg.to_dict(),
-    }

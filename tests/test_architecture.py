@@ -19,8 +19,8 @@ LAYERS = (
     ("tasks", "data", "pretrain", "models", "run_state"),
     # 2. evaluation/: metrics, downstream accuracy, the code sandbox
     ("evaluation",),
-    # 3. training: the baselines' steps and the training loop
-    ("steps", "trainer"),
+    # 3. training: the baselines' steps, a run's context and evaluation, and the training loop
+    ("steps", "context", "run_eval", "trainer"),
     # 4. experiments/: the runner, reports, ablations, plots, benchmarks, scaling, the command line
     ("experiments", "__main__"),
     # 5. notebook/: the notebooks' helpers

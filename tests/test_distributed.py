@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from ebft_repro.context import build_context
 from ebft_repro.featurizer import FeatureNetwork
 from ebft_repro.models import load_causal_lm
-from ebft_repro.trainer import build_context, train
+from ebft_repro.trainer import train
 from ebft_repro.utils import read_json, write_json
 
 from .conftest import fast_config

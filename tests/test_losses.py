@@ -158,7 +158,7 @@ def test_ebft_loss_gradient_equals_naive_reinforce():
     naive.backward()
     torch.testing.assert_close(fast[0], gen_logits.grad)
     torch.testing.assert_close(fast[1], gt_logits.grad)
-    assert metrics["loss"] == pytest.approx(naive.item(), rel=1e-5)
+    assert metrics["loss"].item() == pytest.approx(naive.item(), rel=1e-5)
 
 
 def test_ebft_loss_kl_term():
@@ -166,7 +166,7 @@ def test_ebft_loss_kl_term():
     loss, metrics = ebft_loss(
         logps, torch.zeros(1, 1), torch.zeros(1, 3), ce_coef=0.0, ref_gen_logps=logps - 1.0, kl_coef=1.0
     )
-    assert metrics["kl"] == pytest.approx(0.5)  # k2 = (1/2) * 1^2 per token
+    assert metrics["kl"].item() == pytest.approx(0.5)  # k2 = (1/2) * 1^2 per token
     assert approx_kl(logps, logps).abs().max() == 0
 
 
@@ -181,7 +181,7 @@ def test_sft_and_rlvr_losses_hand_computed():
         logps, torch.ones(1, 4, 2, dtype=torch.bool), torch.tensor([[1.0, 0.0, 0.0, 1.0]])
     )
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # sum_j A_j = 0 with equal log-probs
-    assert metrics["frac_zero_var_groups"] == 0.0 and metrics["reward_mean"] == 0.5
+    assert metrics["frac_zero_var_groups"].item() == 0.0 and metrics["reward_mean"].item() == 0.5
     logps = torch.tensor([[[-1.0], [-2.0], [-3.0], [-4.0]]])
     loss, _ = rlvr_loss(logps, torch.ones(1, 4, 1, dtype=torch.bool), torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
     # mean_j -A_j * logp_j = (2/3 * 1 - 2/3 * 2 - 2/3 * 3 + 2/3 * 4) / 4 = 0

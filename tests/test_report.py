@@ -27,6 +27,12 @@ def test_mean_interval_by_hand():
     assert math.isnan(report.mean_interval([5.0])[1])
 
 
+def test_identical_values_have_an_exact_zero_interval():
+    value = 0.1  # three equal floats whose naive mean is not exactly the value
+    assert sum([value] * 3) / 3 != value
+    assert report.mean_interval([value] * 3) == (value, 0.0)
+
+
 def test_welch_interval_by_hand():
     # means 2 and 0.5; variances 1 and 0.25; se^2 = 1/3 + 0.25/3 = 0.41667
     # dof = 0.41667^2 / ((1/3)^2/2 + (0.25/3)^2/2) = 2.94 -> 2 -> t = 4.303; half = 4.303 * 0.6455 = 2.7776

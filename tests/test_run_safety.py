@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ebft_repro import trainer
+from ebft_repro import run_eval
 from ebft_repro import trainer as steps
 from ebft_repro.config import BaseModelConfig, DataConfig
 from ebft_repro.trainer import lr_lambda, train
@@ -192,8 +192,8 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(model_dirs, tmp_path, m
 
 
 def test_a_non_finite_evaluation_never_reaches_a_summary(model_dirs, tmp_path, monkeypatch):
-    real = trainer.evaluate
-    monkeypatch.setattr(trainer, "evaluate", lambda ctx, step: real(ctx, step) | {"val_ce": float("inf")})
+    real = run_eval.evaluate  # the step-0 evaluation (run_eval.evaluate_step0) calls it from run_eval
+    monkeypatch.setattr(run_eval, "evaluate", lambda ctx, step: real(ctx, step) | {"val_ce": float("inf")})
     with pytest.raises(FloatingPointError, match=r"evaluation at step 0.*val_ce=inf"):
         train(fast_config(model_dirs["llama"], method="sft"), run_dir=tmp_path)
     assert not (tmp_path / "summary.json").exists()

@@ -6,17 +6,16 @@ import pytest
 import torch
 import yaml
 
-from ebft_repro.experiments import scaling
-from ebft_repro.experiments.scaling import (
+from ebft_repro.experiments import memory_model, scaling
+from ebft_repro.experiments.memory_model import (
     ARCHITECTURES,
     as_architecture,
     count_lora_parameters,
     count_parameters,
     estimate_memory,
-    memory_table,
     strided_seq_len,
-    to_markdown,
 )
+from ebft_repro.experiments.scaling import memory_table, to_markdown
 
 QWEN, LLAMA = "Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.2-1B"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -126,7 +125,7 @@ def test_fsdp_shards_optimizer_state_by_gpu_count(name, lora_rank):
 def test_full_finetune_state_is_16_bytes_per_parameter():
     parts = memory(QWEN, feature_net=False)
     state = parts["policy_weights"] + parts["gradients"] + parts["optimizer_state"]
-    assert state * scaling.GIB == pytest.approx(16 * count_parameters(QWEN))
+    assert state * memory_model.GIB == pytest.approx(16 * count_parameters(QWEN))
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -136,7 +135,7 @@ def test_lora_needs_less_and_shares_the_feature_network(strategy, n_gpus):
     lora = memory(LLAMA, n_gpus=n_gpus, strategy=strategy, seq_len_total=3060, lora_rank=16)
     assert lora["total"] < full["total"]
     assert lora["feature_net"] == 0.0
-    assert full["feature_net"] * scaling.GIB == 2 * count_parameters(LLAMA)
+    assert full["feature_net"] * memory_model.GIB == 2 * count_parameters(LLAMA)
     assert memory(LLAMA, feature_net=False)["feature_net"] == 0.0
 
 
@@ -174,7 +173,7 @@ def test_layer_activation_count_matches_saved_tensors(family, attention):
         else torch.where(allowed, torch.zeros((), dtype=torch.bfloat16), blocked)
     )
     measured = saved_tensor_bytes(model, n_batch, seq_len, mask)
-    estimated = scaling.layer_activation_bytes(config, seq_len, n_batch, attention=attention, bf16=True)
+    estimated = memory_model.layer_activation_bytes(config, seq_len, n_batch, attention=attention, bf16=True)
     # Exact with torch 2.13 on CPU; the tolerance leaves room for kernels that pad their statistics.
     assert measured == pytest.approx(estimated, rel=0.03), (measured, estimated)
 
@@ -193,9 +192,9 @@ def test_checkpointing_and_sdpa_save_activation_memory():
 
 def test_logits_and_mask_formulas():
     parts = memory(QWEN)
-    assert parts["logits"] * scaling.GIB == 2040 * 8 * 151936 * 4  # fp32 (b, S, V): over 9 GiB
+    assert parts["logits"] * memory_model.GIB == 2040 * 8 * 151936 * 4  # fp32 (b, S, V): over 9 GiB
     assert parts["logits"] > parts["activations"]
-    assert parts["attention_mask"] * scaling.GIB == 2040**2  # one bool (S, S) mask for the batch
+    assert parts["attention_mask"] * memory_model.GIB == 2040**2  # one bool (S, S) mask for the batch
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
 
 

@@ -12,8 +12,9 @@ import torch
 
 from ebft_repro import batching, ebft
 from ebft_repro import trainer as trainer_module
+from ebft_repro.context import build_context
 from ebft_repro.evaluation.downstream import verifier_rewards
-from ebft_repro.trainer import build_context, train
+from ebft_repro.trainer import train
 
 from .conftest import fast_config
 

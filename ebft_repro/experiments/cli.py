@@ -128,7 +128,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ebft_repro.trainer import build_context, evaluate
+    from ebft_repro.context import build_context
+    from ebft_repro.run_eval import evaluate
 
     cfg = _config(args, "sft")
     cfg = replace(cfg, eval=replace(cfg.eval, split=args.split))

@@ -68,6 +68,8 @@ def t_quantile_975(dof: float) -> float:
 def _mean_var(values: list[float]) -> tuple[float, float]:
     """Mean and unbiased sample variance (nan with one value)."""
     n_values = len(values)
+    if all(v == values[0] for v in values):  # exact: the base row's seeds share one step-0 evaluation
+        return values[0], (math.nan if n_values < 2 else 0.0)
     mean = sum(values) / n_values
     if n_values < 2:
         return mean, math.nan

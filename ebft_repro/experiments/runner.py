@@ -20,7 +20,8 @@ from pathlib import Path
 from ebft_repro.config import METHODS, TASKS, apply_overrides, get_preset
 from ebft_repro.evaluation.downstream import primary_metric
 from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame, summary_cell
-from ebft_repro.trainer import STEP0_DIR, train
+from ebft_repro.run_eval import STEP0_DIR
+from ebft_repro.trainer import train
 from ebft_repro.utils import (
     CorruptFileError,
     atomic_path,

@@ -1,0 +1,124 @@
+"""Evaluation during training, the step-0 evaluation shared between runs, and the summary of a run.
+
+:func:`evaluate` is what the training loop calls every ``eval.every_steps`` steps; :func:`evaluate_step0`
+caches the step-0 evaluation (the base model's) under a key of everything it depends on (:func:`step0_key`),
+and :func:`summarize` turns a run's metric rows into its ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ebft_repro.batching import Context, autocast
+from ebft_repro.config import ExperimentConfig
+from ebft_repro.evaluation.downstream import downstream_eval, feature_matching_eval, validation_ce
+from ebft_repro.utils import CorruptFileError, config_hash, read_json, step_generator, write_json
+
+log = logging.getLogger(__name__)
+
+STREAM_EVAL, STREAM_FM = "eval", "fm"
+STEP0_DIR = "_step0"
+"""The runner's folder, next to its run folders, of cached step-0 evaluations (the base model)."""
+
+
+def evaluate(ctx: Context, step: int) -> dict[str, float]:
+    """Validation CE, feature matching and downstream accuracy at ``step``."""
+    cfg = ctx.cfg
+    with autocast(ctx):
+        metrics = validation_ce(ctx.policy, ctx.val_chunks)
+        if cfg.eval.n_fm_chunks > 0:
+            metrics |= feature_matching_eval(
+                ctx.policy,
+                ctx.feature_net,
+                ctx.val_chunks.input_ids[: cfg.eval.n_fm_chunks],
+                sampler_cfg=cfg.sampler,
+                loss_cfg=cfg.loss,
+                generator=step_generator(cfg.seed, step, STREAM_FM),
+            )
+        metrics |= downstream_eval(
+            ctx.policy,
+            ctx.tokenizer,
+            ctx.eval_examples,
+            cfg.eval,
+            generator=step_generator(cfg.seed, step, STREAM_EVAL),
+        )
+        if step == cfg.train.n_steps and ctx.val_examples:  # for learning-rate selection, never for reporting
+            val = downstream_eval(
+                ctx.policy,
+                ctx.tokenizer,
+                ctx.val_examples,
+                cfg.eval,
+                generator=step_generator(cfg.seed, step, STREAM_EVAL),
+            )
+            metrics |= {f"val_{k}": v for k, v in val.items()}
+    return metrics
+
+
+def step0_key(cfg: ExperimentConfig) -> str:
+    """Everything the step-0 evaluation depends on: the base model, task, data, sampler, features, loss,
+    evaluation settings and seed, but not the method, optimizer or run length (no update has happened)."""
+    values = cfg.to_dict()
+    for name in ("method", "optim", "rlvr"):
+        values.pop(name)
+    values["train"] = {
+        k: values["train"][k] for k in ("dtype", "autocast_bf16", "lora_rank", "feature_dtype")
+    }
+    values["eval"].pop("every_steps")
+    values["base_model"] = base_model_identity(cfg)
+    return config_hash(values)
+
+
+def evaluate_step0(ctx: Context, cache: Path | None, *, reuse: bool) -> tuple[dict[str, float], bool]:
+    """The step-0 evaluation, shared by every run that starts from the same base under the same evaluation.
+
+    Every method and learning rate of a (task, seed) starts from the same weights and evaluates with the
+    same random streams, so their step-0 metrics are identical; the first run computes them into ``cache``
+    and the others read them. Returns the metrics and whether they were reused.
+    """
+    if cache is not None and reuse and cache.exists():
+        try:
+            metrics = read_json(cache)
+        except CorruptFileError as err:
+            log.warning("%s; recomputing the step-0 evaluation", err)
+        else:
+            log.info("%s: step-0 evaluation reused from %s", ctx.cfg.run_name, cache)
+            return metrics, True
+    metrics = evaluate(ctx, 0)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, metrics)
+    return metrics, False
+
+
+def base_model_identity(cfg: ExperimentConfig) -> str:
+    """Which base checkpoint a run starts from: the built-in cache folder's name, else the model name."""
+    if cfg.model.startswith("builtin:"):
+        from ebft_repro.pretrain import base_model_dir
+
+        return base_model_dir(cfg.base, cfg.data, cfg.model.split(":", 1)[1]).name
+    return cfg.model
+
+
+def summarize(cfg: ExperimentConfig, rows: list[dict], cost: dict) -> dict:
+    """Final eval metrics, cost, and the config, as one JSON-able dict."""
+    evals = [row for row in rows if row["kind"] == "eval"]
+    final = {k: v for k, v in evals[-1].items() if k not in ("step", "kind")} if evals else {}
+    initial = {k: v for k, v in evals[0].items() if k not in ("step", "kind")} if evals else {}
+    return {
+        "run_name": cfg.run_name,
+        "task": cfg.task,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "preset": cfg.preset,
+        "lr": cfg.optim.lr,
+        "final": final,
+        "initial": initial,
+        "n_steps": cfg.train.n_steps,
+        "train_s": round(cost["train_s"], 3),
+        "eval_s": round(cost["eval_s"], 3),
+        "tokens_processed": cost["tokens"],
+        "step0_eval_reused": bool(cost.get("step0_eval_reused", False)),
+        "base_model": base_model_identity(cfg),
+        "config": cfg.to_dict(),
+    }
