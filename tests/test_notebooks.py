@@ -265,3 +265,22 @@ def test_committed_ablation_table_matches_its_run_files():
         values = [float(v) for v in line.split()[1:]]
         final, initial = summary["final"]["val_fm_loss"], summary["initial"]["val_fm_loss"]
         assert values == [round(final, 4), round(initial, 4)]
+
+
+LISTING = re.compile(r"^# (?P<name>\S+) \((?P<path>[^,]+), lines (?P<start>\d+)-(?P<end>\d+)\)\n")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_source_listings_are_the_current_source(name):
+    """Every ``show_source`` output a notebook committed is, line for line, the package's source today."""
+    listings = []
+    for cell in _load(name).cells:
+        if cell.cell_type != "code" or "show_source(" not in cell.source:
+            continue
+        shown = [LISTING.match(o.get("data", {}).get("text/plain", "")) for o in cell.outputs]
+        assert any(shown), f"{name}: a show_source cell has no listing in its committed output"
+        listings += [(m, o["data"]["text/plain"][m.end() :]) for m, o in zip(shown, cell.outputs) if m]
+    for match, code in listings:
+        lines = (repo_root() / match["path"]).read_text().splitlines(keepends=True)
+        current = "".join(lines[int(match["start"]) - 1 : int(match["end"])])
+        assert current.rstrip("\n") == code.rstrip("\n"), f"{name}: {match['name']} changed; re-execute it"

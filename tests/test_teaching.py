@@ -11,6 +11,7 @@ import torch
 from ebft_repro.config import SamplerConfig
 from ebft_repro.notebook import teaching, toy
 from ebft_repro.sampler import StridedLayout
+from ebft_repro.utils import repo_root
 
 N_DRAWS = 20_000
 
@@ -124,3 +125,15 @@ def test_every_helper_the_notebooks_call_resolves_through_teaching():
     assert {"make_toy_problem", "gradient_draws", "load_demo"} <= called  # the scan sees notebooks 01-03
     assert [name for name in sorted(called) if not hasattr(teaching, name)] == []
     assert teaching.make_toy_problem is toy.make_toy_problem
+
+
+def test_show_source_names_the_file_of_a_decorated_method():
+    """``@torch.no_grad()`` wraps the method in torch's code: the listing must still name featurizer.py."""
+    from ebft_repro.featurizer import FeatureNetwork
+    from ebft_repro.notebook.source import show_source
+
+    listing = show_source(FeatureNetwork.token_features)
+    assert listing.where.startswith("ebft_repro/featurizer.py, lines ")
+    start, end = (int(n) for n in listing.where.rsplit(" ", 1)[1].split("-"))
+    lines = (repo_root() / "ebft_repro" / "featurizer.py").read_text().splitlines(keepends=True)
+    assert "".join(lines[start - 1 : end]) == listing.code

@@ -16,8 +16,8 @@ class SourceListing:
     """A function's source with its file and line numbers; renders as Markdown in Jupyter, text elsewhere."""
 
     def __init__(self, obj: object) -> None:
-        lines, start = inspect.getsourcelines(obj)
-        path = Path(inspect.getsourcefile(obj)).resolve()
+        lines, start = inspect.getsourcelines(obj)  # follows __wrapped__ (e.g. @torch.no_grad()) ...
+        path = Path(inspect.getsourcefile(inspect.unwrap(obj))).resolve()  # ... so the file must too
         try:
             path = path.relative_to(_PACKAGE_PARENT)
         except ValueError:
