@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from ebft_repro.evaluation._sandbox_launch import backend
+from ebft_repro.evaluation._sandbox_backend import backend
 from ebft_repro.evaluation.sandbox import (
     TestVerdict,
     measure_throughput,

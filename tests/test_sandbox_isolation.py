@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ebft_repro.evaluation import _sandbox_launch
+from ebft_repro.evaluation import _sandbox_backend
 from ebft_repro.evaluation.sandbox import run_unit_tests
 from tests.sandbox_cases import CASES, NOT_PASSED
 
@@ -48,14 +48,14 @@ def _other_user_problem() -> str | None:
 
 
 _BACKEND_PROBE = (
-    "from ebft_repro.evaluation._sandbox_launch import backend; b = backend(); print(b.name, b.reason)"
+    "from ebft_repro.evaluation._sandbox_backend import backend; b = backend(); print(b.name, b.reason)"
 )
 _NO_BWRAP = "the fallback does not give an ordinary user this isolation (docs/sandbox.md)"
 
 
 def _caller_problem(kind: str) -> str | None:
     """Why a case of this kind cannot hold for the caller here (hostile programs need bwrap)."""
-    chosen = _sandbox_launch.backend()
+    chosen = _sandbox_backend.backend()
     if kind == "hostile" and chosen.name != "bwrap":
         return f"bubblewrap is not usable here ({chosen.reason}): {_NO_BWRAP}"
     return None
@@ -228,9 +228,9 @@ def test_sandbox_child_dies_with_a_killed_caller(user):
 
 
 def test_fallback_warns_once_and_still_judges(monkeypatch):
-    _sandbox_launch.backend.cache_clear()
+    _sandbox_backend.backend.cache_clear()
     monkeypatch.delenv("EBFT_SANDBOX_BACKEND", raising=False)
-    monkeypatch.setattr(_sandbox_launch, "_bwrap_backend", lambda: (None, "bwrap not found"))
+    monkeypatch.setattr(_sandbox_backend, "_bwrap_backend", lambda: (None, "bwrap not found"))
     try:
         with pytest.warns(RuntimeWarning, match=r"bubblewrap unusable \(bwrap not found\).*bubblewrap"):
             verdict = run_unit_tests(
@@ -241,4 +241,4 @@ def test_fallback_warns_once_and_still_judges(monkeypatch):
             warnings.simplefilter("error")  # the second run must not warn again
             assert run_unit_tests("def f(x):\n    return x\n", ["assert f(1) == 1"]).passed
     finally:
-        _sandbox_launch.backend.cache_clear()
+        _sandbox_backend.backend.cache_clear()

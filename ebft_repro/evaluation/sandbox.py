@@ -7,9 +7,10 @@ pipe. The verdict is computed in the parent. See ``docs/sandbox.md`` for the who
 
 Layers, outermost first, and what each one protects against:
 
-* **Verdicts decided in the parent** (``_sandbox_plan.py``, ``_sandbox_judge.py``). Every ``assert`` is
-  parsed in the parent; the parts it can evaluate (literals, comparisons, ``and``/``or``/``not``,
-  arithmetic, ``in``/``is``, a few pure builtins, names bound to literals) stay in the parent, and only
+* **Verdicts decided in the parent** (``_sandbox_plan.py``, its AST helpers ``_sandbox_bindings.py``,
+  ``_sandbox_judge.py``). Every ``assert`` is parsed in the parent; the parts it can evaluate (literals,
+  comparisons, ``and``/``or``/``not``, arithmetic, ``in``/``is``, a few pure builtins, names bound to
+  literals) stay in the parent, and only
   the rest (calls of the solution, ``result`` bound by an earlier statement...) is sent to the child as
   placeholders, whose values come back type-tagged and are rebuilt as real standard-library objects
   (``_sandbox_values.py``). The expected literals never enter the sandbox and the comparison is Python's
@@ -29,7 +30,8 @@ Layers, outermost first, and what each one protects against:
   every builtin it uses before user code runs, and the reporter refuses callers other than its own test
   loop. A test passes only if all its steps were reported and, for ``status="ok"``/``"fail"``, the
   harness reported the end of the run; a timeout scores zero.
-* **Isolation** (``_sandbox_launch.py``): bubblewrap gives the child fresh pid/network/IPC/UTS/mount
+* **Isolation** (``_sandbox_backend.py``; ``_sandbox_launch.py`` runs and reaps the child): bubblewrap
+  gives the child fresh pid/network/IPC/UTS/mount
   namespaces, read-only binds of ``/usr`` and the Python installation only, private size-capped tmpfs
   on ``/tmp`` and ``/dev/shm``, an empty environment, a new session, ``no_new_privs`` and
   ``--die-with-parent``. The same holds for an ordinary user (via a user namespace) and for root (which
@@ -71,8 +73,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ebft_repro.evaluation import _sandbox_judge as judge
+from ebft_repro.evaluation._sandbox_backend import FALLBACK_TMPFS_OPTIONS, backend, sandbox_uid
 from ebft_repro.evaluation._sandbox_flags import suspicious_features
-from ebft_repro.evaluation._sandbox_launch import FALLBACK_TMPFS_OPTIONS, backend, run_child, sandbox_uid
+from ebft_repro.evaluation._sandbox_launch import run_child
 from ebft_repro.evaluation._sandbox_plan import plan_tests
 from ebft_repro.evaluation._sandbox_verdict import (  # noqa: F401 - the status names are part of this module's API
     STATUS_ERROR,
@@ -115,7 +118,7 @@ class TestVerdict:
             from the child's) or ``"child"`` (part of the verdict was decided inside the sandbox).
         suspicious: reasons the program looks like it may game the verifier (never used for the
             verdict), e.g. ``"defines __eq__"`` or ``"frame access (_getframe)"``.
-        isolation: ``"bwrap"`` or ``"fallback"`` (see ``_sandbox_launch.py``).
+        isolation: ``"bwrap"`` or ``"fallback"`` (see ``_sandbox_backend.py``).
     """
 
     __test__ = False  # keep pytest from collecting this class because of its name
