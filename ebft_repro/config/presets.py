@@ -71,7 +71,7 @@ def cpu(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experimen
             n_layers=4,
             n_heads=4,
             intermediate_size=768,
-            pretrain_steps=1200,
+            pretrain_steps=2400,  # 1200 left Q&A validation pass@1 at 20/512; 2400: 206/512 (docs/cpu.md)
             pretrain_batch_size=16,
             pretrain_seq_len=256,
             pretrain_lr=2e-3,
