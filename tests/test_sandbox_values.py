@@ -5,7 +5,6 @@ import ast
 import json
 import math
 import sys
-import time
 from _json import encode_basestring_ascii
 from collections import Counter, OrderedDict, defaultdict, deque, namedtuple
 from decimal import Decimal
@@ -147,10 +146,10 @@ def test_hash_flooding_is_refused_quickly(tag):
         if tag in ("d", "C")
         else colliding
     )
-    start = time.perf_counter()
+    # No time limit: the refusal must come from the hash-spread check itself (which runs before any hashed
+    # container is built), not from the decoding deadline, so the test does not depend on machine load.
     with pytest.raises(Undecodable, match="hash"):
-        decode_value([tag, *items], DecodeBudget())
-    assert time.perf_counter() - start < 0.5
+        decode_value([tag, *items], DecodeBudget(max_seconds=math.inf))
 
 
 @pytest.mark.parametrize(
@@ -263,10 +262,9 @@ def test_parent_evaluation_short_circuits_like_python():
     ],
 )
 def test_operations_whose_cost_the_child_controls_are_refused(test, value):
-    start = time.perf_counter()
-    with pytest.raises(judge.Outcome) as caught:
+    with pytest.raises(judge.Outcome) as caught:  # refused before it runs (running it would take minutes)
         _judge(test, [["v", value]])
-    assert caught.value.status == judge.REFUSED and time.perf_counter() - start < 0.5
+    assert caught.value.status == judge.REFUSED
 
 
 def test_folding_keeps_python_errors_for_judging():
