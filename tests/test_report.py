@@ -153,3 +153,25 @@ def test_seeds_to_settle_hand_computed():
     assert report.seeds_to_settle(
         noninferior, [8.0, 10.0, 12.0], [9.0, 10.0, 11.0]
     ) == report.seeds_to_settle(claim, [9.0, 11.0, 13.0], [9.0, 10.0, 11.0])
+
+
+def test_summary_flags_learning_rate_picks_on_a_grid_edge():
+    from ebft_repro.experiments.summary_md import lr_picks_markdown
+
+    def entry(picked, interior):
+        grid = [1e-5, 3e-5, 1e-4]
+        return {
+            "picked": picked,
+            "interior": interior,
+            "extended_with": [3e-5, 1e-5] if not interior else [],
+            "validation": {repr(lr): 0.1 for lr in grid},
+            "validation_ce": {repr(lr): 0.5 for lr in grid},
+        }
+
+    text = lr_picks_markdown({"qa_code-ebft": entry(1e-5, False), "qa_code-sft": entry(3e-5, True)})
+    rows = {
+        line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| qa_code")
+    }
+    assert "**no**, edge after 2 extension(s)" in rows["qa_code-ebft"] and "| yes |" in rows["qa_code-sft"]
+    assert "Picks on a grid edge (qa_code-ebft)" in text
+    assert lr_picks_markdown({}) == ""

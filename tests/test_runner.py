@@ -77,6 +77,18 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
     # re-aggregating is idempotent and needs no training
     again = aggregate(out, selection)
     pd.testing.assert_frame_equal(again, summary)
+    assert "## Learning rates" in (out / "summary.md").read_text()
+    # a rerun that reuses every run keeps the environment of the run that computed them
+    environment = (out / "environment.json").read_bytes()
+    reproduce(
+        "tiny",
+        tasks=["qa_code"],
+        methods=["ebft", "sft"],
+        seeds=[0, 1],
+        out_dir=tmp_path,
+        overrides=FAST + [f"model={model_dirs['llama']}"],
+    )
+    assert (out / "environment.json").read_bytes() == environment
 
 
 def test_extend_grid_steps_past_an_edge_pick_only():

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ebft_repro.config import METHODS, TASKS, apply_overrides, get_preset
 from ebft_repro.evaluation.downstream import primary_metric
-from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame, summary_cell
+from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame
+from ebft_repro.experiments.summary_md import lr_picks_markdown, summary_markdown, verdicts_markdown
 from ebft_repro.run_eval import STEP0_DIR
 from ebft_repro.trainer import train
 from ebft_repro.utils import (
@@ -226,7 +227,10 @@ def run_reproduction(
                 result.counts[
                     train(seed_cfg, run_dir=runs_dir / name, force=force, step0_cache=step0).status
                 ] += 1
-    write_json(out_dir / "environment.json", environment_info() | {"wall_s": round(time.time() - started, 1)})
+    environment = out_dir / "environment.json"
+    if result.counts["computed"] or result.counts["resumed"] or not environment.exists():
+        write_json(environment, environment_info() | {"wall_s": round(time.time() - started, 1)})
+    # else every run was reused: environment.json still describes the code and machine that computed them
     aggregate(out_dir, _read_selection(out_dir))
     log.info(result.message())
     return result
@@ -290,61 +294,8 @@ def aggregate(out_dir: Path, selection: dict | None = None):
     claims = claims_table(runs_frame(runs))
     with atomic_path(out_dir / "verdicts.csv") as tmp:
         claims.to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "summary.md", _markdown(summary, metrics, out_dir.name) + _verdicts(claims))
+    text = summary_markdown(summary, metrics, out_dir.name) + verdicts_markdown(claims)
+    text += lr_picks_markdown(selection or {})
+    write_text_atomic(out_dir / "summary.md", text)
     plot_comparison(out_dir, runs)
     return summary
-
-
-def _verdicts(claims) -> str:
-    """The paper's claims at this scale, as Markdown (:func:`~ebft_repro.experiments.report.claims_table`)."""
-    columns = ["claim", "task", "EBFT", "baseline", "verdict", "evidence", "seeds to settle"]
-    lines = [
-        "",
-        "## The paper's claims at this scale",
-        "",
-        "Final-step values, one per seed. Verdict rule (`ebft_repro/experiments/report.py`): "
-        "Welch 95% interval of the",
-        "EBFT-minus-baseline difference; *beats*/*lower*: reproduced if it excludes 0 in EBFT's favour;",
-        "*matches*: reproduced if it lies above -10% of the baseline. `seeds to settle`: seeds per method at",
-        "which the measured difference and spread would give a decisive interval.",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-    ]
-    for _, row in claims.iterrows():
-        lines.append("| " + " | ".join(str(row[c]).replace("|", "/") for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _markdown(summary, metrics: list[str], preset: str) -> str:
-    lines = [f"# EBFT vs SFT vs RLVR: `{preset}` preset", ""]
-    if preset == "tiny":
-        lines += [
-            "> **Smoke test.** Tiny CPU models and a few dozen steps: these numbers check that the pipeline",
-            "> runs end to end. They say nothing about the paper's claims.",
-            "",
-        ]
-    lines += [
-        "Mean ± 95% t-interval over seeds (± is blank with one seed). Accuracy: pass@k (coding, unit tests",
-        "in the sandbox; in brackets the counts summed over seeds: correct samples / samples for pass@1,",
-        "solved prompts / prompts for pass@k) or BLEU/chrF (translation). `unit_test_pass_frac`: share of",
-        "unit tests passed over all samples. `base`: the base model before fine-tuning (the step-0",
-        "evaluation). CE in nats/token on validation chunks. Cost: `train_s`",
-        "(wall seconds of the optimizer steps, evaluation excluded) and `tokens_processed` (token forwards).",
-        "",
-        "RLVR on `code` trains on the Q&A coding problems (the raw-code corpus has no verifier), and every",
-        "method's downstream accuracy on `code` is measured on the Q&A coding test prompts (as the paper",
-        "measures unstructured-code training on HumanEval).",
-        "",
-    ]
-    shown = list(metrics)
-    lines.append("| task | method | seeds | lr | " + " | ".join(shown) + " |")
-    lines.append("|" + "---|" * (4 + len(shown)))
-    for _, row in summary.iterrows():
-        cells = [summary_cell(row, metric) for metric in shown]
-        lr = "—" if math.isnan(row["lr"]) else f"{row['lr']:.0e}"
-        lines.append(
-            f"| {row['task']} | {row['method']} | {row['n_seeds']} | {lr} | " + " | ".join(cells) + " |"
-        )
-    lines.append("")
-    return "\n".join(lines)
