@@ -161,6 +161,7 @@ def test_summary_flags_learning_rate_picks_on_a_grid_edge():
     def entry(picked, interior):
         grid = [1e-5, 3e-5, 1e-4]
         return {
+            "grid": grid,
             "picked": picked,
             "interior": interior,
             "extended_with": [3e-5, 1e-5] if not interior else [],
@@ -175,3 +176,5 @@ def test_summary_flags_learning_rate_picks_on_a_grid_edge():
     assert "**no**, edge after 2 extension(s)" in rows["qa_code-ebft"] and "| yes |" in rows["qa_code-sft"]
     assert "Picks on a grid edge (qa_code-ebft)" in text
     assert lr_picks_markdown({}) == ""
+    two_point = entry(3e-5, True) | {"grid": [3e-5, 1e-4]}
+    assert "n/a (2-point grid)" in lr_picks_markdown({"qa_code-sft": two_point})

@@ -94,11 +94,12 @@ def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
                     s=30,
                     alpha=0.8,
                 )
-        base = [r["initial"] for r in runs if r["task"] == task and r.get("initial")]
-        if base and "val_ce" in base[0] and metric in base[0]:
-            ax.scatter(
-                [base[0]["val_ce"]], [base[0][metric]], marker="*", s=120, color="black", label="base model"
-            )
+        base = {r["seed"]: r["initial"] for r in runs if r["task"] == task and r.get("initial")}
+        points = [(b.get("val_ce"), b.get(metric)) for _, b in sorted(base.items())]  # one per sampling seed
+        points = [p for p in points if None not in p]
+        if points:
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, marker="*", s=120, color="black", label="base model (per seed)")
         _label_axis(
             ax, task, "validation CE (nats/token; lower is better)", METRIC_LABELS.get(metric, metric)
         )

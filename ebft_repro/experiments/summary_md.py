@@ -28,11 +28,12 @@ def lr_picks_markdown(selection: dict) -> str:
             for lr, value in sorted(entry["validation"].items(), key=lambda kv: float(kv[0]))
         )
         ce = entry.get("validation_ce", {}).get(repr(picked), float("nan"))
-        interior = (
-            "yes"
-            if entry["interior"]
-            else f"**no**, edge after {len(entry.get('extended_with', []))} extension(s)"
-        )
+        if len(entry.get("grid", [])) < 3:  # the runner does not extend grids of fewer than 3 points
+            interior = f"n/a ({len(entry.get('grid', []))}-point grid)"
+        elif entry["interior"]:
+            interior = "yes"
+        else:
+            interior = f"**no**, edge after {len(entry.get('extended_with', []))} extension(s)"
         lines.append(f"| {key} | {picked:.2g} | {interior} | {scores} | {ce:.4g} |")
     edges = [key for key, entry in sorted(selection.items()) if not entry["interior"]]
     if edges:
