@@ -91,4 +91,5 @@ def to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
     floats = (
         torch.stack([v.detach().double().reshape(()) for v in tensors.values()]).tolist() if tensors else []
     )
-    return {k: float(v) for k, v in values.items()} | dict(zip(tensors, floats, strict=True))
+    converted = dict(zip(tensors, floats, strict=True))
+    return {k: converted[k] if k in converted else float(v) for k, v in values.items()}  # order kept
