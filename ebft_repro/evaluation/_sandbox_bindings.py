@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from ebft_repro.evaluation._sandbox_judge import SAFE_FUNCTIONS, SAFE_VALUES
+from ebft_repro.evaluation._sandbox_ops import SAFE_FUNCTIONS, SAFE_VALUES
 
 _MATH_FUNCTIONS = ("isclose", "fabs")
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)

@@ -7,7 +7,7 @@ keeps a *skeleton*: the assert's expression with every maximal sub-expression it
 (calls of solution code, attribute and subscript access, names the child owns) replaced by a placeholder
 name ``"\\x00<k>"``. What the parent can evaluate: literals, comparisons (``==``, ``<``, ``in``, ``is``,
 chains), ``and``/``or``/``not``, arithmetic, ``x if c else y``, calls of a few pure builtins
-(:data:`~ebft_repro.evaluation._sandbox_judge.SAFE_FUNCTIONS`, e.g. ``sorted``, ``abs``, ``math.isclose``)
+(:data:`~ebft_repro.evaluation._sandbox_ops.SAFE_FUNCTIONS`, e.g. ``sorted``, ``abs``, ``math.isclose``)
 unless the solution or the test rebinds them, and names the test binds once to a literal that no child code
 reads.
 
@@ -39,7 +39,8 @@ from ebft_repro.evaluation._sandbox_bindings import (
     _safe_names,
 )
 from ebft_repro.evaluation._sandbox_flags import parse_quietly
-from ebft_repro.evaluation._sandbox_judge import SAFE_FUNCTIONS, SAFE_VALUES, evaluate_constant
+from ebft_repro.evaluation._sandbox_judge import evaluate_constant
+from ebft_repro.evaluation._sandbox_ops import SAFE_FUNCTIONS, SAFE_VALUES
 
 HOLE = "\x00"  # placeholder names start with a character no Python identifier can contain
 # Inside a placeholder these mean that part of the test's judgement runs in the child, e.g.
