@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from ebft_repro.evaluation import sandbox as sandbox_module
 from ebft_repro.evaluation._sandbox_backend import backend
 from ebft_repro.evaluation.sandbox import (
     TestVerdict,
@@ -465,10 +466,8 @@ except OSError:
 while True:
     pass
 """
-    start = time.monotonic()
     verdict, seen = _run_watching(marker, code, ["assert True"], timeout_s=1.0)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "timeout")
-    assert time.monotonic() - start < 5
     assert seen  # the looping process really ran...
     assert _processes_with(marker) == []  # ...and the process-group kill removed it
 
@@ -516,7 +515,22 @@ def storm(attempts):
 # --- batches and throughput --------------------------------------------------------------------------
 
 
-def test_batch_preserves_input_order_and_runs_in_parallel():
+def test_batch_preserves_input_order_and_runs_in_parallel(monkeypatch):
+    # parallelism is checked by counting programs in flight at once, not by timing the batch
+    lock, active, most = threading.Lock(), [0], [0]
+    run_one = sandbox_module._run
+
+    def counted(*args):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            return run_one(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(sandbox_module, "_run", counted)
     programs = [
         ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
         ("def add(a, b):\n    return a * b\n", ADD_TESTS),
@@ -525,12 +539,10 @@ def test_batch_preserves_input_order_and_runs_in_parallel():
         ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
         ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
     ]
-    start = time.monotonic()
     verdicts = run_unit_tests_batch(programs, timeout_s=3.0, n_workers=4)
-    elapsed = time.monotonic() - start
     assert [v.status for v in verdicts] == ["ok", "fail", "ok", "error", "ok", "ok"]
     assert [v.n_passed for v in verdicts] == [3, 1, 3, 0, 3, 3]
-    assert elapsed < 3.5  # four 1 s sleeps on 4 workers; serially this would take over 4 s
+    assert 2 <= most[0] <= 4  # the 1 s sleeps overlap (serially: 1), and never more than n_workers
     assert run_unit_tests_batch([]) == []
 
 
