@@ -29,14 +29,14 @@ def test_select_lr_prefers_validation_accuracy_then_lower_ce():
 
 
 def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
-    out = reproduce(
-        "tiny",
-        tasks=["qa_code"],
-        methods=["ebft", "sft"],
-        seeds=[0, 1],
-        out_dir=tmp_path,
-        overrides=FAST + [f"model={model_dirs['llama']}"],
-    )
+    run = {
+        "tasks": ["qa_code"],
+        "methods": ["ebft", "sft"],
+        "seeds": [0, 1],
+        "out_dir": tmp_path,
+        "overrides": FAST + [f"model={model_dirs['llama']}"],
+    }
+    out = reproduce("tiny", **run)
     selection = read_json(out / "lr_selection.json")
     assert set(selection) == {"qa_code-ebft", "qa_code-sft"}
     assert all(len(s["grid"]) == 2 and s["picked"] in s["grid"] for s in selection.values())
@@ -80,14 +80,7 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
     assert "## Learning rates" in (out / "summary.md").read_text()
     # a rerun that reuses every run keeps the environment of the run that computed them
     environment = (out / "environment.json").read_bytes()
-    reproduce(
-        "tiny",
-        tasks=["qa_code"],
-        methods=["ebft", "sft"],
-        seeds=[0, 1],
-        out_dir=tmp_path,
-        overrides=FAST + [f"model={model_dirs['llama']}"],
-    )
+    reproduce("tiny", **run)
     assert (out / "environment.json").read_bytes() == environment
 
 

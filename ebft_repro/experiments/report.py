@@ -265,6 +265,11 @@ def _count_text(row, metric: str) -> str:
     return f" ({int(hits)}/{int(total)})"
 
 
+def lr_cell(lr: float) -> str:
+    """A summary row's learning rate as the tables print it ("—" for the base row, which has none)."""
+    return "—" if math.isnan(lr) else f"{lr:.0e}"
+
+
 def summary_cell(row, metric: str) -> str:
     """``0.0345 ± 0.0028 (53/1536)``: one row of ``summary.csv`` for one metric; "" if absent."""
     value, half = row.get(metric), row.get(f"{metric}_ci95")
@@ -292,9 +297,8 @@ def task_summary(out_dir: Path, task: str):
     metrics = [m for m in wanted if m in summary and summary[m].notna().any()]
     rows = []
     for _, row in summary.iterrows():
-        lr = "—" if math.isnan(row["lr"]) else f"{row['lr']:.0e}"
         cells = {metric: summary_cell(row, metric) for metric in metrics}
-        rows.append({"method": row["method"], "seeds": int(row["n_seeds"]), "lr": lr} | cells)
+        rows.append({"method": row["method"], "seeds": int(row["n_seeds"]), "lr": lr_cell(row["lr"])} | cells)
     return pd.DataFrame(rows).set_index("method")
 
 

@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import math
-
-from ebft_repro.experiments.report import summary_cell
+from ebft_repro.experiments.report import lr_cell, summary_cell
 
 
 def lr_picks_markdown(selection: dict) -> str:
@@ -93,9 +91,10 @@ def summary_markdown(summary, metrics: list[str], preset: str) -> str:
     lines.append("|" + "---|" * (4 + len(shown)))
     for _, row in summary.iterrows():
         cells = [summary_cell(row, metric) for metric in shown]
-        lr = "—" if math.isnan(row["lr"]) else f"{row['lr']:.0e}"
         lines.append(
-            f"| {row['task']} | {row['method']} | {row['n_seeds']} | {lr} | " + " | ".join(cells) + " |"
+            f"| {row['task']} | {row['method']} | {row['n_seeds']} | {lr_cell(row['lr'])} | "
+            + " | ".join(cells)
+            + " |"
         )
     lines.append("")
     return "\n".join(lines)
