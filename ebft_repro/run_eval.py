@@ -91,6 +91,41 @@ def evaluate_step0(ctx: Context, cache: Path | None, *, reuse: bool) -> tuple[di
     return metrics, False
 
 
+def base_validation(cfg: ExperimentConfig, cache_dir: Path | None, *, reuse: bool = True) -> dict[str, float]:
+    """The base model's validation accuracy, the lr -> 0 end of a learning-rate grid (for selection only).
+
+    A run's last-step validation samples from ``step_generator(seed, n_steps, "eval")``
+    (:func:`evaluate`); this samples the untouched base model from that same stream, so it is exactly what
+    a run whose updates have size 0 would score. The runner records it in ``lr_selection.json`` next to the
+    grid, so a pick at the grid's low edge can be read against not training at all. Cached in ``cache_dir``
+    (the runner's ``_step0`` folder) under :func:`step0_key` and the run length. Never for reporting: the
+    base row of a summary is the step-0 evaluation on the test prompts.
+    """
+    name = f"{cfg.task}-seed{cfg.seed}-{step0_key(cfg)}-validation-step{cfg.train.n_steps}.json"
+    cache = cache_dir / name if cache_dir is not None else None
+    if cache is not None and reuse and cache.exists():
+        try:
+            return read_json(cache)
+        except CorruptFileError as err:
+            log.warning("%s; recomputing the base model's validation accuracy", err)
+    from ebft_repro.context import build_context
+
+    ctx = build_context(cfg)
+    with autocast(ctx):
+        val = downstream_eval(
+            ctx.policy,
+            ctx.tokenizer,
+            ctx.val_examples,
+            cfg.eval,
+            generator=step_generator(cfg.seed, cfg.train.n_steps, STREAM_EVAL),
+        )
+    metrics = {f"val_{k}": v for k, v in val.items()}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, metrics)
+    return metrics
+
+
 def base_model_identity(cfg: ExperimentConfig) -> str:
     """Which base checkpoint a run starts from: the built-in cache folder's name, else the model name."""
     if cfg.model.startswith("builtin:"):

@@ -134,8 +134,9 @@ def test_task_summary_shows_the_base_row_intervals_and_counts(tmp_path):
     table = report.task_summary(tmp_path, "qa_code")
     assert list(table.index) == ["base", "ebft"]
     assert table.loc["base", "pass@1"] == "0.0345 ± 0.0028 (53/1536)"
-    assert table.loc["ebft", "pass@1"] == "0.5 (2/4)" and table.loc["ebft", "lr"] == "1e-04"
+    assert table.loc["ebft", "pass@1"] == "0.5 (2/4)" and table.loc["ebft", "lr"] == "1.0e-04"
     assert table.loc["base", "lr"] == "—" and "bleu" not in table
+    assert report.lr_cell(1e-4 / 9) == "1.1e-05"  # an extended grid's step is told apart from 1e-05
     with pytest.raises(FileNotFoundError, match="reproduce"):
         report.task_summary(tmp_path / "missing", "qa_code")
 
@@ -178,3 +179,12 @@ def test_summary_flags_learning_rate_picks_on_a_grid_edge():
     assert lr_picks_markdown({}) == ""
     two_point = entry(3e-5, True) | {"grid": [3e-5, 1e-4]}
     assert "n/a (2-point grid)" in lr_picks_markdown({"qa_code-sft": two_point})
+    # the base model's validation score (the lr -> 0 end) tells how to read a low-edge pick
+    low = entry(1e-5, False) | {"validation": {repr(1e-5): 0.4, repr(3e-5): 0.3, repr(1e-4): 0.2}}
+    bracketed = lr_picks_markdown({"qa_code-ebft": low | {"base_validation": 0.35}})
+    assert "| 0.35 |" in bracketed and "the optimum lies between 0 and 3e-05" in bracketed
+    flat = lr_picks_markdown({"qa_code-ebft": low | {"base_validation": 0.4}})
+    assert "no rate tried beats the base model on validation (0.4 at 1e-05 against 0.4)" in flat
+    assert "may lie below it" in text and "| — |" in text  # no base score recorded
+    high = lr_picks_markdown({"qa_code-ebft": entry(1e-4, False) | {"base_validation": 0.0}})
+    assert "picked the highest rate tried, 0.0001; the optimum may lie above it" in high

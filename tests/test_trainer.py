@@ -159,3 +159,20 @@ def test_group_and_ungroup_are_inverse_and_match_the_rloo_layout():
     assert torch.equal(ebft.ungroup(grouped, n_chunks), values)
     scalars = values[..., 0]  # (B*N, K), e.g. advantages
     assert torch.equal(ebft.ungroup(ebft.group(scalars, n_samples), n_chunks), scalars)
+
+
+def test_base_validation_is_what_a_run_with_zero_learning_rate_scores(model_dirs, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from ebft_repro.run_eval import base_validation
+
+    cfg = fast_config(model_dirs["gpt2"], task="translation", method="sft")
+    with monkeypatch.context() as patch:  # updates of size 0 (the config rejects lr=0): a full run, no step
+        patch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+        still = train(cfg).summary["final"]
+    base = base_validation(cfg, tmp_path)
+    assert base["val_chrf"] > 0 and base["val_eval_prompts"] > 0
+    assert base == {key: still[key] for key in base}  # same weights, same validation sampling stream
+    assert base_validation(cfg, tmp_path) == base and len(list(tmp_path.glob("*-validation-step*.json"))) == 1
+    moved = train(replace(cfg, optim=replace(cfg.optim, lr=1e-2))).summary["final"]
+    assert moved["val_chrf"] != base["val_chrf"]  # the comparison sees training

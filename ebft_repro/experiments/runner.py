@@ -4,8 +4,9 @@ Fairness rules (issue: "SFT and RLVR baselines"): all methods of a task start fr
 see the same data order for a seed (:func:`ebft_repro.batching.batch_indices`), and get the same number of
 optimizer steps. Each method's learning rate is picked from a grid of the same size for every method, on the
 downstream metric of the *validation* prompts at the end of the seed-0 run (ties: lower validation CE);
-the grid and the pick are written to ``lr_selection.json``. Runs are cached by config (a finished run with
-an identical config is reused unless ``force``) and resume from their last checkpoint.
+the grid, the pick and the base model's validation score (the grid's lr -> 0 end,
+:func:`ebft_repro.run_eval.base_validation`) are written to ``lr_selection.json``. Runs are cached by config
+(a finished run with an identical config is reused unless ``force``) and resume from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ebft_repro.config import METHODS, TASKS, apply_overrides, get_preset
 from ebft_repro.evaluation.downstream import primary_metric
 from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame
 from ebft_repro.experiments.summary_md import lr_picks_markdown, summary_markdown, verdicts_markdown
-from ebft_repro.run_eval import STEP0_DIR
+from ebft_repro.run_eval import STEP0_DIR, base_validation
 from ebft_repro.trainer import train
 from ebft_repro.utils import (
     CorruptFileError,
@@ -37,7 +38,7 @@ from ebft_repro.utils import (
 log = logging.getLogger(__name__)
 
 DEFAULT_SEEDS = {"tiny": [0], "cpu": [0, 1, 2], "small": [0, 1, 2], "paper": [43]}
-MAX_GRID_EXTENSIONS = 2
+MAX_GRID_EXTENSIONS = 4
 """How many times a learning-rate grid is extended past an edge pick before the edge is accepted (and
 flagged as such in ``lr_selection.json``)."""
 REPORTED = (
@@ -209,17 +210,18 @@ def run_reproduction(
                 )
                 added.append(extra)
                 grid = sorted(grid + [extra])
+            metric = f"val_{primary_metric(task)}"
             entry = {
                 "grid": list(grid),
                 "picked": best,
                 "extended_with": added,
                 "interior": len(grid) < 3 or grid[0] < best < grid[-1],
-                "criterion": f"val_{primary_metric(task)} at the last step of seed {seeds[0]}, ties: val_ce",
-                "validation": {
-                    str(lr): s["final"].get(f"val_{primary_metric(task)}") for lr, s in sweep.items()
-                },
+                "criterion": f"{metric} at the last step of seed {seeds[0]}, ties: val_ce",
+                "validation": {str(lr): s["final"].get(metric) for lr, s in sweep.items()},
                 "validation_ce": {str(lr): s["final"].get("val_ce") for lr, s in sweep.items()},
             }
+            if len(grid) > 1:  # the lr -> 0 end of the grid, to read an edge pick against
+                entry["base_validation"] = base_validation(cfg, step0, reuse=not force).get(metric)
             _update_selection(out_dir, f"{task}-{method}", entry)
             for seed in seeds[1:]:
                 seed_cfg = replace(cfg, seed=seed, optim=replace(cfg.optim, lr=best))

@@ -16,8 +16,9 @@ def lr_picks_markdown(selection: dict) -> str:
         "",
         "## Learning rates (picked on validation, seed 0; `lr_selection.json`)",
         "",
-        "| task-method | pick | interior | validation accuracy per grid point (lr: value) | val CE at pick |",
-        "|---|---|---|---|---|",
+        "| task-method | pick | interior | validation accuracy per grid point (lr: value) | base (lr → 0)"
+        " | val CE at pick |",
+        "|---|---|---|---|---|---|",
     ]
     for key, entry in sorted(selection.items()):
         picked = entry["picked"]
@@ -26,22 +27,48 @@ def lr_picks_markdown(selection: dict) -> str:
             for lr, value in sorted(entry["validation"].items(), key=lambda kv: float(kv[0]))
         )
         ce = entry.get("validation_ce", {}).get(repr(picked), float("nan"))
+        base = entry.get("base_validation")
+        base_text = "—" if base is None else f"{base:.4g}"
         if len(entry.get("grid", [])) < 3:  # the runner does not extend grids of fewer than 3 points
             interior = f"n/a ({len(entry.get('grid', []))}-point grid)"
         elif entry["interior"]:
             interior = "yes"
         else:
             interior = f"**no**, edge after {len(entry.get('extended_with', []))} extension(s)"
-        lines.append(f"| {key} | {picked:.2g} | {interior} | {scores} | {ce:.4g} |")
-    edges = [key for key, entry in sorted(selection.items()) if not entry["interior"]]
+        lines.append(f"| {key} | {picked:.2g} | {interior} | {scores} | {base_text} | {ce:.4g} |")
+    edges = {key: entry for key, entry in sorted(selection.items()) if not entry["interior"]}
     if edges:
         lines += [
             "",
             f"Picks on a grid edge ({', '.join(edges)}): the runner extends the grid by one geometric step",
-            "past an edge pick at most twice (`ebft_repro/experiments/runner.py`); these stayed on the edge,",
-            "so the validation metric was still best at the last point tried; the optimum may lie beyond it.",
+            "past an edge pick, at most `MAX_GRID_EXTENSIONS` times (`ebft_repro/experiments/runner.py`);",
+            "these stayed on the edge, so the validation metric was still best at the last point tried.",
+            "`base (lr → 0)` is the base model scored on the same validation prompts with the same sampling",
+            "stream as the runs' last step (`base_validation` in `ebft_repro/run_eval.py`): what updates of",
+            "size 0 would score.",
         ]
+        lines += [f"- {key}: {_edge_reading(entry)}" for key, entry in edges.items()]
     return "\n".join(lines) + "\n"
+
+
+def _edge_reading(entry: dict) -> str:
+    """What an edge pick means once the base model's validation score (the lr -> 0 end) is known."""
+    picked, base = entry["picked"], entry.get("base_validation")
+    score = entry["validation"][repr(picked)]
+    if picked != min(entry["grid"]):
+        return f"picked the highest rate tried, {picked:.2g}; the optimum may lie above it."
+    if base is None or score is None:
+        return f"picked the lowest rate tried, {picked:.2g}; the optimum may lie below it."
+    above = min(lr for lr in entry["grid"] if lr > picked)
+    if score > base:
+        return (
+            f"{picked:.2g} scores {score:.4g}, above both the base model ({base:.4g}) and {above:.2g}"
+            f" ({entry['validation'][repr(above)]:.4g}): the optimum lies between 0 and {above:.2g}."
+        )
+    return (
+        f"no rate tried beats the base model on validation ({score:.4g} at {picked:.2g} against"
+        f" {base:.4g}): at this scale the method's best setting is not to train."
+    )
 
 
 def verdicts_markdown(claims) -> str:
