@@ -163,6 +163,8 @@ def base_model_dir(base: BaseModelConfig, data: DataConfig, name: str) -> Path:
 
 MANIFEST_NAME = "DONE"
 """Written last by a build: the size and sha256 of every file of the model, checked on every load."""
+BUILD_LOG_NAME = "pretrain_log.json"
+"""The build's record (corpus size, loss curve, seconds): not part of the model, its timings vary."""
 
 
 def _file_digest(path: Path) -> str:
@@ -179,6 +181,15 @@ def _manifest(out_dir: Path) -> dict[str, dict]:
         for path in sorted(out_dir.iterdir())
         if path.is_file() and path.name != MANIFEST_NAME
     }
+
+
+def weights_digest(out_dir: Path) -> str:
+    """A short sha256 over the weights, config and tokenizer files of a built folder (from its manifest):
+    what the recipe (the folder name) produced, which differs across CPUs, whose float kernels round
+    differently (``docs/runs.md`` section 3). The build log is left out."""
+    text = (out_dir / MANIFEST_NAME).read_text()
+    manifest = json.loads(text) if text.strip() != "ok" else _manifest(out_dir)
+    return config_hash({name: entry["sha256"] for name, entry in manifest.items() if name != BUILD_LOG_NAME})
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -291,7 +302,7 @@ def _build_base_model(base: BaseModelConfig, data: DataConfig, name: str, out_di
     model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     write_json(
-        out_dir / "pretrain_log.json",
+        out_dir / BUILD_LOG_NAME,
         {
             "name": name,
             "base": dataclasses.asdict(base),

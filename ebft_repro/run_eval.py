@@ -127,11 +127,15 @@ def base_validation(cfg: ExperimentConfig, cache_dir: Path | None, *, reuse: boo
 
 
 def base_model_identity(cfg: ExperimentConfig) -> str:
-    """Which base checkpoint a run starts from: the built-in cache folder's name, else the model name."""
+    """Which base checkpoint a run starts from: for a built-in base, its cache folder's name (the recipe)
+    and :func:`~ebft_repro.pretrain.weights_digest` (what the recipe produced on the machine that built
+    it), e.g. ``base-cpu-3976bb63a6f1@9a0c1e2f3b4d``; else the model name. A built-in base that is not
+    built yet is built first (every caller is about to start from it)."""
     if cfg.model.startswith("builtin:"):
-        from ebft_repro.pretrain import base_model_dir
+        from ebft_repro.pretrain import ensure_base_model, weights_digest
 
-        return base_model_dir(cfg.base, cfg.data, cfg.model.split(":", 1)[1]).name
+        folder = ensure_base_model(cfg.base, cfg.data, name=cfg.model.split(":", 1)[1])
+        return f"{folder.name}@{weights_digest(folder)}"
     return cfg.model
 
 

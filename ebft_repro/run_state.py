@@ -53,6 +53,17 @@ class RunStateError(ValueError):
     """A run folder that cannot be resumed or reused as asked; the message says how to recover."""
 
 
+class StaleBaseError(RunStateError):
+    """A finished run of the same config from the same base-model recipe built into other weights (e.g. on
+    another CPU): nothing the user chose differs, so the trainer recomputes it rather than stopping."""
+
+
+def same_recipe(recorded: str, current: str) -> bool:
+    """Whether two base-model identities (``run_eval.base_model_identity``) name one recipe with different
+    weights: the same folder before ``@``, different digests after it (or none recorded)."""
+    return recorded != current and "@" in current and recorded.split("@")[0] == current.split("@")[0]
+
+
 def plain(obj: Any) -> Any:
     """JSON-normal form (tuples -> lists, numpy scalars -> floats), as stored in summaries and checkpoints."""
     return json.loads(json.dumps(obj, default=str))
@@ -87,7 +98,14 @@ def config_changes(stored: dict, cfg: ExperimentConfig) -> dict[str, tuple[Any, 
 
 
 def _describe(changes: dict[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+    described = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+    old, new = changes.get("base model", ("", ""))
+    if same_recipe(str(old), str(new)):
+        described += (
+            " (the same base-model recipe built into different weights: it was rebuilt, e.g. on another"
+            " CPU, where pretraining rounds differently)"
+        )
+    return described
 
 
 def blocking_changes(
@@ -175,7 +193,8 @@ def load_finished(run_dir: Path, cfg: ExperimentConfig, base_model: str) -> tupl
 
     Raises:
         RunStateError: if the finished run used another config or base model, or its files are corrupt or
-            incomplete (each message names the file and the recovery).
+            incomplete (each message names the file and the recovery); :class:`StaleBaseError` when the
+            only difference is the base model's weights under the same recipe.
     """
     summary_path, metrics_path = run_dir / SUMMARY_NAME, run_dir / METRICS_NAME
     if not summary_path.exists():
@@ -193,7 +212,8 @@ def load_finished(run_dir: Path, cfg: ExperimentConfig, base_model: str) -> tupl
     if recorded != base_model:  # a summary that does not say which base it started from is not reused
         changes["base model"] = (recorded, base_model)
     if changes:
-        raise RunStateError(
+        only_weights = list(changes) == ["base model"] and same_recipe(recorded, base_model)
+        raise (StaleBaseError if only_weights else RunStateError)(
             f"{run_dir} holds a finished run with a different config: {_describe(changes)}: {FORCE_HINT}"
         )
     last = rows[-1] if rows else {}

@@ -32,6 +32,7 @@ from ebft_repro.run_state import (
     LOCK_NAME,
     METRICS_NAME,
     SUMMARY_NAME,
+    StaleBaseError,
     check_resumable,
     load_checkpoint,
     load_finished,
@@ -289,10 +290,15 @@ def train(
                 ensure_writable(run_dir)
                 stack.enter_context(file_lock(run_dir / LOCK_NAME, what=f"the run in {run_dir}"))
             distributed.barrier()
-            finished = None if force else load_finished(run_dir, cfg, base_model_identity(cfg))
+            stale = False
+            try:
+                finished = None if force else load_finished(run_dir, cfg, base_model_identity(cfg))
+            except StaleBaseError as err:  # nothing the user chose differs: recompute, and say why
+                log.warning("%s. Recomputing it from this base model.", str(err).split(": pass --force")[0])
+                finished, stale = None, True
             if finished is not None:
                 return RunResult(run_dir, *finished, status="reused")
-            checkpoint = _open_run_dir(cfg, run_dir, force=force, rank=rank, world_size=world_size)
+            checkpoint = _open_run_dir(cfg, run_dir, force=force or stale, rank=rank, world_size=world_size)
         seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
         ctx = build_context(cfg, rank=rank, world_size=world_size)
         params = [p for p in ctx.policy.parameters() if p.requires_grad]

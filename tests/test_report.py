@@ -183,6 +183,11 @@ def test_summary_flags_learning_rate_picks_on_a_grid_edge():
     low = entry(1e-5, False) | {"validation": {repr(1e-5): 0.4, repr(3e-5): 0.3, repr(1e-4): 0.2}}
     bracketed = lr_picks_markdown({"qa_code-ebft": low | {"base_validation": 0.35}})
     assert "| 0.35 |" in bracketed and "the optimum lies between 0 and 3e-05" in bracketed
+    counted = low | {"base_validation": 0.35, "validation_samples": 512}  # 0.05 > one s.e. (0.030)
+    assert "the optimum lies between 0 and 3e-05" in lr_picks_markdown({"qa_code-ebft": counted})
+    close = lr_picks_markdown({"qa_code-ebft": counted | {"base_validation": 0.395}})
+    assert "3 more correct of 512 samples, within one standard error" in close
+    assert "does not resolve whether training at a small rate beats not training" in close
     flat = lr_picks_markdown({"qa_code-ebft": low | {"base_validation": 0.4}})
     assert "no rate tried beats the base model on validation (0.4 at 1e-05 against 0.4)" in flat
     assert "may lie below it" in text and "| — |" in text  # no base score recorded

@@ -307,3 +307,53 @@ def test_run_lock_files_are_git_ignored():
     paths = ["results/tiny/runs/qa_code-ebft-seed0/run.lock", "results/tiny/lr_selection.lock"]
     out = subprocess.run(["git", "check-ignore", *paths], cwd=root, capture_output=True, text=True)
     assert out.stdout.split() == paths
+
+
+def test_a_run_from_a_rebuilt_base_with_other_weights_is_recomputed_not_reused(
+    micro_cache, tmp_path, monkeypatch, caplog
+):
+    """Same recipe (folder name), other weights (e.g. built on another CPU): the finished run is never
+    reused; it is recomputed with a warning that says why (nothing the user chose changed). A rebuild that
+    changes only the build log keeps the identity and the run is reused. A config change still stops."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ebft_repro.pretrain import BUILD_LOG_NAME, MANIFEST_NAME, _manifest
+
+    cache = tmp_path / "cache"
+    base_dir = cache / micro_cache.name
+    shutil.copytree(micro_cache, base_dir)
+    monkeypatch.setenv("EBFT_CACHE_DIR", str(cache))
+    cfg = replace(
+        fast_config("unused", method="sft"), model="builtin:micro", base=MICRO_BASE, data=MICRO_DATA
+    )
+    first, first_key = run_eval.base_model_identity(cfg), run_eval.step0_key(cfg)
+    assert first.startswith(f"{micro_cache.name}@")
+    train(cfg, run_dir=tmp_path / "run")
+
+    def rebuild(change):  # what another build leaves: changed files and a manifest that matches them
+        change()
+        write_json(base_dir / MANIFEST_NAME, _manifest(base_dir))
+
+    log = base_dir / BUILD_LOG_NAME
+    rebuild(lambda: log.write_text(log.read_text().replace('"seconds"', '"seconds_again"')))
+    assert run_eval.base_model_identity(cfg) == first
+    assert train(cfg, run_dir=tmp_path / "run").status == "reused"
+
+    weights = base_dir / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    rebuild(lambda: save_file({**tensors, name: tensors[name] + 1e-6}, weights, metadata={"format": "pt"}))
+    second = run_eval.base_model_identity(cfg)
+    assert second != first and second.split("@")[0] == first.split("@")[0]
+    assert run_eval.step0_key(cfg) != first_key  # nor is its cached step-0 evaluation
+    changed = replace(cfg, optim=replace(cfg.optim, lr=0.02))
+    with pytest.raises(ValueError, match=r"optim\.lr.*base model: .*built into different weights.*--force"):
+        train(changed, run_dir=tmp_path / "run")
+    with caplog.at_level(logging.WARNING):
+        rerun = train(cfg, run_dir=tmp_path / "run")
+    assert rerun.status == "computed" and "built into different weights" in caplog.text
+    assert "Recomputing it" in caplog.text
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["base_model"] == second
+    assert train(cfg, run_dir=tmp_path / "run").status == "reused"

@@ -40,6 +40,11 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
     selection = read_json(out / "lr_selection.json")
     assert set(selection) == {"qa_code-ebft", "qa_code-sft"}
     assert all(len(s["grid"]) == 2 and s["picked"] in s["grid"] for s in selection.values())
+    # the lr -> 0 end, and how many samples the pass@1 rates count (to judge a difference against noise)
+    base = read_json(next((out / "runs" / "_step0").glob("qa_code-seed0-*-validation-step*.json")))
+    for entry in selection.values():
+        assert entry["base_validation"] == base["val_pass@1"]
+        assert entry["validation_samples"] == base["val_eval_samples"] > 0
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["method"]) == ["base", "ebft", "sft"] and (summary["n_seeds"] == 2).all()
     for column in ("pass@1", "val_ce", "val_ce_ci95", "train_s", "tokens_processed"):

@@ -221,7 +221,10 @@ def run_reproduction(
                 "validation_ce": {str(lr): s["final"].get("val_ce") for lr, s in sweep.items()},
             }
             if len(grid) > 1:  # the lr -> 0 end of the grid, to read an edge pick against
-                entry["base_validation"] = base_validation(cfg, step0, reuse=not force).get(metric)
+                base = base_validation(cfg, step0, reuse=not force)
+                entry["base_validation"] = base.get(metric)
+                if "val_eval_samples" in base and metric.endswith("pass@1"):  # a rate over this many samples
+                    entry["validation_samples"] = base["val_eval_samples"]
             _update_selection(out_dir, f"{task}-{method}", entry)
             for seed in seeds[1:]:
                 seed_cfg = replace(cfg, seed=seed, optim=replace(cfg.optim, lr=best))

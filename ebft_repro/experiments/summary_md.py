@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ebft_repro.experiments.report import lr_cell, summary_cell
 
 
@@ -51,6 +53,12 @@ def lr_picks_markdown(selection: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _difference_se(rate: float, n: int) -> float:
+    """Standard error of the difference of two independent n-sample rates near ``rate`` (the runs and the
+    base share one sampling stream, so their real difference is less noisy: this is conservative)."""
+    return math.sqrt(2 * rate * (1 - rate) / n)
+
+
 def _edge_reading(entry: dict) -> str:
     """What an edge pick means once the base model's validation score (the lr -> 0 end) is known."""
     picked, base = entry["picked"], entry.get("base_validation")
@@ -60,6 +68,14 @@ def _edge_reading(entry: dict) -> str:
     if base is None or score is None:
         return f"picked the lowest rate tried, {picked:.2g}; the optimum may lie below it."
     above = min(lr for lr in entry["grid"] if lr > picked)
+    n = entry.get("validation_samples")  # a rate over n samples (pass@1); None for BLEU
+    if score > base and n and score - base <= _difference_se(base, n):
+        return (
+            f"{picked:.2g} scores {score:.4g} against the base model's {base:.4g}:"
+            f" {round((score - base) * n)} more correct of {n} samples, within one standard error of a"
+            f" difference of two {n}-sample rates ({_difference_se(base, n):.2g}), so the grid does not"
+            " resolve whether training at a small rate beats not training at all."
+        )
     if score > base:
         return (
             f"{picked:.2g} scores {score:.4g}, above both the base model ({base:.4g}) and {above:.2g}"
