@@ -111,7 +111,8 @@ def _label_axis(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a panel with nothing to plot gets no empty legend
+        ax.legend(fontsize=8)
 
 
 def new_figure(n_cols: int = 1, n_rows: int = 1, size: tuple[float, float] = (4.6, 3.6)):
