@@ -183,12 +183,16 @@ def _manifest(out_dir: Path) -> dict[str, dict]:
     }
 
 
+def _recorded_manifest(out_dir: Path) -> dict[str, dict] | None:
+    """The manifest a build wrote in ``DONE``; None for a folder from before manifests (``ok``)."""
+    return None if (text := (out_dir / MANIFEST_NAME).read_text()).strip() == "ok" else json.loads(text)
+
+
 def weights_digest(out_dir: Path) -> str:
     """A short sha256 over the weights, config and tokenizer files of a built folder (from its manifest):
     what the recipe (the folder name) produced, which differs across CPUs, whose float kernels round
     differently (``docs/runs.md`` section 3). The build log is left out."""
-    text = (out_dir / MANIFEST_NAME).read_text()
-    manifest = json.loads(text) if text.strip() != "ok" else _manifest(out_dir)
+    manifest = _recorded_manifest(out_dir) or _manifest(out_dir)
     return config_hash({name: entry["sha256"] for name, entry in manifest.items() if name != BUILD_LOG_NAME})
 
 
@@ -219,12 +223,10 @@ def cache_problem(out_dir: Path) -> str | None:
     Raises:
         PermissionError: saying "permission denied" and the file, when a file cannot be read.
     """
-    done = out_dir / MANIFEST_NAME
-    if not done.exists():
+    if not (out_dir / MANIFEST_NAME).exists():
         return "it was never finished (no DONE marker)"
     try:
-        text = done.read_text()
-        manifest = json.loads(text) if text.strip() != "ok" else None
+        manifest = _recorded_manifest(out_dir)
         if manifest is not None:
             actual = _manifest(out_dir)
             changed = sorted(

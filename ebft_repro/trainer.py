@@ -29,6 +29,7 @@ from ebft_repro.ebft import ebft_step
 from ebft_repro.run_eval import base_model_identity, evaluate, evaluate_step0, step0_key, summarize
 from ebft_repro.run_state import (
     CHECKPOINT_NAME,
+    FORCE_HINT,
     LOCK_NAME,
     METRICS_NAME,
     SUMMARY_NAME,
@@ -294,7 +295,8 @@ def train(
             try:
                 finished = None if force else load_finished(run_dir, cfg, base_model_identity(cfg))
             except StaleBaseError as err:  # nothing the user chose differs: recompute, and say why
-                log.warning("%s. Recomputing it from this base model.", str(err).split(": pass --force")[0])
+                reason = str(err).removesuffix(f": {FORCE_HINT}")
+                log.warning("%s. Recomputing it from this base model.", reason)
                 finished, stale = None, True
             if finished is not None:
                 return RunResult(run_dir, *finished, status="reused")

@@ -320,6 +320,7 @@ def test_a_run_from_a_rebuilt_base_with_other_weights_is_recomputed_not_reused(
     from safetensors.torch import load_file, save_file
 
     from ebft_repro.pretrain import BUILD_LOG_NAME, MANIFEST_NAME, _manifest
+    from ebft_repro.run_state import FORCE_HINT
 
     cache = tmp_path / "cache"
     base_dir = cache / micro_cache.name
@@ -354,6 +355,6 @@ def test_a_run_from_a_rebuilt_base_with_other_weights_is_recomputed_not_reused(
     with caplog.at_level(logging.WARNING):
         rerun = train(cfg, run_dir=tmp_path / "run")
     assert rerun.status == "computed" and "built into different weights" in caplog.text
-    assert "Recomputing it" in caplog.text
+    assert "Recomputing it" in caplog.text and FORCE_HINT not in caplog.text  # recomputed: no hint to force
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["base_model"] == second
     assert train(cfg, run_dir=tmp_path / "run").status == "reused"

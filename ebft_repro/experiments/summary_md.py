@@ -69,11 +69,12 @@ def _edge_reading(entry: dict) -> str:
         return f"picked the lowest rate tried, {picked:.2g}; the optimum may lie below it."
     above = min(lr for lr in entry["grid"] if lr > picked)
     n = entry.get("validation_samples")  # a rate over n samples (pass@1); None for BLEU
-    if score > base and n and score - base <= _difference_se(base, n):
+    se = _difference_se(base, n) if n else None
+    if score > base and se is not None and score - base <= se:
         return (
             f"{picked:.2g} scores {score:.4g} against the base model's {base:.4g}:"
             f" {round((score - base) * n)} more correct of {n} samples, within one standard error of a"
-            f" difference of two {n}-sample rates ({_difference_se(base, n):.2g}), so the grid does not"
+            f" difference of two {n}-sample rates ({se:.2g}), so the grid does not"
             " resolve whether training at a small rate beats not training at all."
         )
     if score > base:
