@@ -20,7 +20,7 @@ from ebft_repro.batching import (
     to_floats,
 )
 from ebft_repro.distributed import all_reduce_sum
-from ebft_repro.evaluation.downstream import sample_for_prompts, verifier_results
+from ebft_repro.evaluation.downstream import sample_for_prompts, verifier_rewards
 from ebft_repro.generation import completion_logprobs
 from ebft_repro.losses import rlvr_loss, sft_loss, token_logprobs
 from ebft_repro.utils import row_generators
@@ -67,7 +67,7 @@ def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
             batch_size=len(examples) * n_samples,
         )
     repeated = [ex for ex in examples for _ in range(n_samples)]
-    scores, sandbox_stats = verifier_results(repeated, texts)
+    scores = verifier_rewards(repeated, texts)
     rewards = torch.tensor(scores, device=ctx.device).view(len(examples), n_samples)
     ctx.policy.train()
     with autocast(ctx):
@@ -76,4 +76,4 @@ def rlvr_step(ctx: Context, step: int) -> dict[str, float]:
     loss, metrics = rlvr_loss(logps.float().view(shape), completions.completion_mask.view(shape), rewards)
     (loss * len(examples) / rl.prompts_per_step).backward()  # a mean over every completion of the step
     metrics["tokens"] = 2 * (completions.prompt_mask.sum() + completions.completion_mask.sum())
-    return to_floats(metrics) | sandbox_stats  # suspicious_programs makes verifier gaming visible
+    return to_floats(metrics)

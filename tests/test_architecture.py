@@ -117,7 +117,7 @@ def test_the_checker_sees_function_level_imports(tmp_path):
 
 MAX_LINES = 320  # "about 300": a module that outgrows this gets split by job (docs/architecture.md)
 LONGER_BY_DESIGN = {
-    "ebft_repro.evaluation._sandbox_harness",  # the child runs it as one `python -c` script
+    "ebft_repro.evaluation._sandbox_codec",  # one format: its encoder and decoder read side by side
     "ebft_repro.sampler",  # notebook 02 renders its functions with their line numbers
 }
 
@@ -126,3 +126,24 @@ def test_modules_stay_about_300_lines():
     sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES and name not in LONGER_BY_DESIGN} == {}
     assert all(name in sizes for name in LONGER_BY_DESIGN)  # an exemption must name a real module
+
+
+SANDBOX_CHILD_IMPORTS = {  # what the sandbox's processes run; the package is not on their path
+    "ebft_repro.evaluation._sandbox_codec": set(),
+    "ebft_repro.evaluation._sandbox_confine": set(),
+    "ebft_repro.evaluation._sandbox_driver": {
+        "ebft_repro.evaluation._sandbox_codec",
+        "ebft_repro.evaluation._sandbox_confine",
+    },
+    "ebft_repro.evaluation._sandbox_candidate": {
+        "ebft_repro.evaluation._sandbox_codec",
+        "ebft_repro.evaluation._sandbox_confine",
+    },
+}
+
+
+def test_sandbox_processes_import_only_what_they_are_sent():
+    """The children get exactly these modules (sandbox._child_modules); any other import would fail there."""
+    modules = _modules()
+    found = {name: _imports(name, modules[name], modules) for name in SANDBOX_CHILD_IMPORTS}
+    assert found == SANDBOX_CHILD_IMPORTS

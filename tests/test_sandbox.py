@@ -1,6 +1,8 @@
-"""Sandbox tests: correct verdicts, attacks that must not produce a pass, isolation and resource limits.
+"""Sandbox tests: verdicts, the driver/candidate split, attacks that must not pass, isolation, limits.
 
-Programs that must be killed use short timeouts so the whole file stays well under a minute on 2 cores.
+The driver runs the tests, the candidate runs the program and only answers calls (docs/sandbox.md).
+Programs that must be killed use short timeouts so the file stays well under a minute on 2 cores; wall
+time is only ever checked as an upper bound on a timeout verdict (``timeout_s + TIME_SLACK_S``).
 """
 
 import json
@@ -16,11 +18,12 @@ import pytest
 from ebft_repro.evaluation import sandbox as sandbox_module
 from ebft_repro.evaluation._sandbox_backend import backend
 from ebft_repro.evaluation.sandbox import (
+    Program,
     TestVerdict,
-    measure_throughput,
     run_unit_tests,
     run_unit_tests_batch,
 )
+from tests.sandbox_cases import TIME_SLACK_S
 
 IS_ROOT = os.geteuid() == 0
 # With bubblewrap every user gets namespaces; the fallback isolates only when the parent is root.
@@ -32,9 +35,7 @@ ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2
 def _processes_with(marker: str) -> list[int]:
     """Pids whose command line contains ``marker`` (the marker is unique to one test program)."""
     pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{name}/cmdline", "rb") as fh:
                 if marker.encode() in fh.read():
@@ -47,16 +48,22 @@ def _processes_with(marker: str) -> list[int]:
 def _run_watching(marker: str, code: str, tests: list[str], timeout_s: float) -> tuple[TestVerdict, bool]:
     """Run a program while polling /proc; returns the verdict and whether ``marker`` was ever seen."""
     result: dict[str, TestVerdict] = {}
-    worker = threading.Thread(
-        target=lambda: result.update(v=run_unit_tests(code, tests, timeout_s=timeout_s))
-    )
+    run = lambda: result.update(v=run_unit_tests(code, tests, timeout_s=timeout_s))  # noqa: E731
+    worker = threading.Thread(target=run)
     worker.start()
     seen = False
-    while worker.is_alive():
+    while worker.is_alive():  # polling only observes; the verdict does not depend on it
         seen = seen or bool(_processes_with(marker))
         time.sleep(0.02)
     worker.join()
     return result["v"], seen
+
+
+def _timed(code: str, tests: list[str], timeout_s: float, **kwargs) -> TestVerdict:
+    start = time.monotonic()
+    verdict = run_unit_tests(code, tests, timeout_s=timeout_s, **kwargs)
+    assert time.monotonic() - start < timeout_s + TIME_SLACK_S, verdict
+    return verdict
 
 
 # --- ordinary verdicts -------------------------------------------------------------------------------
@@ -64,10 +71,8 @@ def _run_watching(marker: str, code: str, tests: list[str], timeout_s: float) ->
 
 def test_correct_code_passes():
     verdict = run_unit_tests(ADD, ADD_TESTS)
-    assert verdict == TestVerdict(
-        True, 3, 3, "ok", verdict.detail, ("pass",) * 3, ("parent",) * 3, (), verdict.isolation
-    )
-    assert verdict.pass_fraction == 1.0
+    assert verdict == TestVerdict(True, 3, 3, "ok", verdict.detail, ("pass",) * 3, verdict.isolation)
+    assert verdict.pass_fraction == 1.0 and verdict.isolation in ("bwrap", "fallback")
 
 
 def test_partially_correct_counts_exactly():
@@ -78,35 +83,33 @@ def test_partially_correct_counts_exactly():
     assert verdict.pass_fraction == pytest.approx(1 / 3)
 
 
-def test_syntax_error_is_error():
-    verdict = run_unit_tests("def add(a, b) return a + b", ADD_TESTS)
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [("def add(a, b) return a + b", "SyntaxError"), (ADD + "undefined_name\n", "NameError")],
+)
+def test_code_that_does_not_run_is_an_error_with_every_test_missing(code, reason):
+    verdict = run_unit_tests(code, ADD_TESTS)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "error")
-    assert "SyntaxError" in verdict.detail
-
-
-def test_exception_at_definition_time_is_error():
-    verdict = run_unit_tests(ADD + "undefined_name\n", ADD_TESTS)
-    assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "error")
+    assert verdict.test_statuses == ("missing",) * 3 and reason in verdict.detail
 
 
 def test_raising_test_does_not_stop_the_others():
     code = "def f(x):\n    if x == 0:\n        raise ValueError('boom')\n    return x\n"
     verdict = run_unit_tests(code, ["assert f(0) == 0", "assert f(1) == 1", "assert f(2) == 2"])
     assert (verdict.n_passed, verdict.n_total, verdict.status) == (2, 3, "fail")
-    assert verdict.test_statuses == ("raised", "pass", "pass")
+    assert verdict.test_statuses == ("raised", "pass", "pass") and "ValueError: boom" in verdict.detail
 
 
-def test_tests_share_the_namespace_in_order():
-    tests = ["STATE.append(1)", "assert STATE == [1]", "assert count() == 1"]
-    verdict = run_unit_tests("STATE = []\ndef count():\n    return len(STATE)\n", tests)
-    assert (verdict.n_passed, verdict.status) == (3, "ok")
-    assert verdict.decided_in == ("child", "parent", "parent")  # a bare statement passes by not raising
+def test_tests_share_the_driver_namespace_in_order():
+    verdict = run_unit_tests(
+        "def f(x):\n    return x * x\n", ["r = f(2)", "r += 1", "assert r == 5", "del r"]
+    )
+    assert (verdict.n_passed, verdict.status) == (4, "ok")
 
 
 def test_value_tests_keep_python_equality_semantics():
     code = "def f():\n    return [1, 2.5, (3, 'x'), {4: None}, {5}, b'6', True, -0.0, 10**30]\n"
     tests = [
-        # 10**30 is folded by the parent; every test is compared here
         "assert f() == [1, 2.5, (3, 'x'), {4: None}, {5}, b'6', 1, 0.0, 10**30]",
         "assert f() == [1, 2.5, (3, 'x'), {4: None}, {5}, b'6', 1, 0.0, 1000000000000000000000000000000]",
         "assert f() == [1, 2.5, [3, 'x'], {4: None}, {5}, b'6', True, 0.0, 1000000000000000000000000000000]",
@@ -114,7 +117,7 @@ def test_value_tests_keep_python_equality_semantics():
     ]
     verdict = run_unit_tests(code, tests)
     # the third test compares a list with a tuple inside, which is False in Python too
-    assert (verdict.n_passed, verdict.status) == (3, "fail")
+    assert verdict.test_statuses == ("pass", "pass", "fail", "pass")
 
 
 def test_no_tests_is_never_a_pass():
@@ -122,21 +125,123 @@ def test_no_tests_is_never_a_pass():
     assert (verdict.passed, verdict.n_total, verdict.pass_fraction) == (False, 0, 0.0)
 
 
-@pytest.mark.parametrize(
-    ("code", "tests", "name"),
-    [
-        (123, ["assert True"], "code"),
-        (b"x = 1", ["assert True"], "code"),
-        ("x = 1", "assert x", "tests"),
-        ("x = 1", ["assert x", 7], "tests"),
-        ("x = 1", None, "tests"),
-    ],
-)
-def test_wrong_argument_types_raise(code, tests, name):
+def test_setup_failure_fails_every_test():
+    verdict = run_unit_tests(ADD, ADD_TESTS, setup="raise ValueError('bad task')")
+    assert (verdict.n_passed, verdict.status, verdict.test_statuses) == (0, "fail", ("raised",) * 3)
+    assert "bad task" in verdict.detail
+
+
+# fmt: off
+WRONG_TYPES = [
+    (123, ["assert True"], {}, "code"), (b"x = 1", ["assert True"], {}, "code"),
+    ("x = 1", "assert x", {}, "tests"), ("x = 1", ["assert x", 7], {}, "tests"), ("x = 1", None, {}, "tests"),
+    ("x = 1", ["assert x"], {"setup": 1}, "setup"),
+    ("x = 1", ["assert x"], {"entry_point": None}, "entry_point"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("code", "tests", "extra", "name"), WRONG_TYPES)
+def test_wrong_argument_types_raise(code, tests, extra, name):
     with pytest.raises(TypeError, match=name):
-        run_unit_tests(code, tests)
+        run_unit_tests(code, tests, **extra)
+    pair = (code, tests, extra.get("setup", ""), extra.get("entry_point", ""))
     with pytest.raises(TypeError, match=name):
-        run_unit_tests_batch([(ADD, ADD_TESTS), (code, tests)])
+        run_unit_tests_batch([Program(ADD, tuple(ADD_TESTS)), pair])
+
+
+@pytest.mark.parametrize(("code", "tests", "extra", "name"), WRONG_TYPES)
+def test_program_objects_are_checked_like_pairs(code, tests, extra, name):
+    with pytest.raises(TypeError, match=name):
+        run_unit_tests_batch([(ADD, ADD_TESTS), Program(code, tests, **extra)])
+
+
+@pytest.mark.parametrize("bad", ["not a program", (ADD,), [ADD, ADD_TESTS, "", "", "extra"], None])
+def test_batch_rejects_malformed_programs_before_running_any(bad):
+    with pytest.raises(TypeError, match=r"programs\[1\]"):
+        run_unit_tests_batch([(ADD, ADD_TESTS), bad])
+    with pytest.raises(ValueError, match="timeout_s"):
+        run_unit_tests(ADD, ADD_TESTS, timeout_s=0)
+
+
+# --- calls across the process boundary ----------------------------------------------------------------
+
+
+def test_arguments_keep_identity_aliasing_and_in_place_changes():
+    code = """
+def same(pair):
+    return pair[0] is pair[1]
+def wrap(xs):
+    return [xs, xs]
+def push(xs, value=0):
+    xs.append(value)
+    xs[0].append('inner')
+def grow(d):
+    d['self'] = d
+    return d
+def count(xs):
+    return len(xs)
+"""
+    tests = [
+        "x = []\nassert same([x, x]) is True and same([x, []]) is False",
+        "data = [1]\nout = wrap(data)\nassert out[0] is data and out[1] is data",
+        "inner = []\nxs = [inner]\npush(xs, value=5)\nassert xs == [inner, 5] and xs[0] is inner",
+        "inner = []\npush([inner])\nassert inner == ['inner']",
+        "d = {}\nassert grow(d) is d and d['self'] is d",
+        "c = []\nc.append(c)\nassert count(c) == 1",
+    ]
+    verdict = run_unit_tests(code, tests)
+    assert verdict.status == "ok", verdict.detail
+
+
+def test_program_exceptions_keep_class_and_message():
+    code = """
+class MyError(KeyError):
+    pass
+class Custom(Exception):
+    pass
+def f(kind):
+    raise {'key': MyError('k'), 'custom': Custom('c'), 'os': FileNotFoundError(2, 'gone')}[kind]
+"""
+    tests = [
+        "try:\n    f('key')\nexcept LookupError as e:\n    assert type(e).__name__ == 'MyError'",
+        "try:\n    f('custom')\nexcept Custom as e:\n    assert str(e) == 'c'",
+        "try:\n    f('os')\nexcept OSError as e:\n    assert 'gone' in str(e)",
+        "f('custom')",
+    ]
+    verdict = run_unit_tests(code, tests)
+    assert verdict.test_statuses == ("pass", "pass", "pass", "raised"), verdict.detail
+
+
+def test_printed_output_reaches_only_the_test(capfd):
+    marker = f"printed{uuid.uuid4().hex}"
+    code = f"import sys\nprint('{marker}-import')\ndef f():\n    print('{marker}-call')\n"
+    code += f"    sys.stderr.write('{marker}-err')\n    return 1\ndef g(x):\n    return 1if x else 2\n"
+    test = (
+        "import io, contextlib\nbuf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n    f()\n"
+        f"assert buf.getvalue() == '{marker}-call\\n'"
+    )
+    verdict = run_unit_tests(code, [test, "assert f() == 1", "assert g(1)==1if True else 0"])
+    assert verdict.status == "ok", verdict.detail
+    out, err = capfd.readouterr()  # nothing reaches the caller's logs, not even SyntaxWarnings
+    assert marker not in out + err and "SyntaxWarning" not in out + err
+
+
+# fmt: off
+EXPENSIVE = [
+    ("from decimal import Decimal\ndef f():\n    return Decimal('9.99e999989')\n",
+     "assert round(f() * 100) == 314"),
+    ("def f():\n    return [i * ((1 << 61) - 1) for i in range(1, 30001)]\n", "assert len(set(f())) == 1"),
+    ("def f():\n    return 10 ** 200000\n", "assert str(f() ** 50)[:2] == '10'"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("code", "test"), EXPENSIVE)
+def test_expensive_values_only_run_the_driver_out_of_time(code, test):
+    verdict = _timed(code, [test], 1.0)
+    assert (verdict.passed, verdict.n_passed) == (False, 0)
+    assert verdict.status in ("timeout", "fail"), verdict.detail
 
 
 # --- forgery attempts: none of these may produce a pass ------------------------------------------------
@@ -144,28 +249,20 @@ def test_wrong_argument_types_raise(code, tests, name):
 
 FORGER = r"""
 import os, sys
+codec = sys.modules.get('ebft_repro.evaluation._sandbox_codec')
 for i in range(5):
-    print("PASS", i); print(f"{i}:ok"); print(f"deadbeefdeadbeefdeadbeefdeadbeef {i} pass")
-    sys.stderr.write(f"ok {i}\n")
+    print("PASS", i); print(f"{i}:ok"); sys.stderr.write(f"ok {i}\n")
 for fd in range(1, 64):
-    for line in [f"{i} pass\n" for i in range(5)] + ["code ok\n", "done\n", "0:0:ok\n", "0 val 3\n"]:
-        for prefix in ("", "0" * 32 + " ", "x:"):
-            try:
-                os.write(fd, (prefix + line).encode())
-            except OSError:
-                pass
+    for message in (["ready"], ["ok", 1, [], ""], ["names", {}], {"defined": 1, "statuses": ["pass"] * 3}):
+        try:
+            if codec is not None:
+                codec.send(fd, message)
+            os.write(fd, b"0 pass\ncode ok\n" + repr(message).encode())
+        except OSError:
+            pass
 def f(x):
     return -1
 """
-
-
-@pytest.mark.parametrize(("stop", "status"), [("", "fail"), ("os._exit(0)\n", "error")])
-def test_printed_and_forged_result_lines_do_not_count(stop, status):
-    # with os._exit the forged "code ok"/"i pass"/"done" lines are the only ones the parent receives
-    verdict = run_unit_tests(
-        FORGER + stop, ["assert f(1) == 3", "assert f(2) > 100", "assert f(3) == 3 and True"]
-    )
-    assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, status)
 
 
 @pytest.mark.parametrize(
@@ -175,19 +272,21 @@ def test_printed_and_forged_result_lines_do_not_count(stop, status):
 def test_exiting_early_is_an_error(exit_line):
     verdict = run_unit_tests(exit_line + "\n" + ADD, ADD_TESTS)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "error")
+    assert verdict.test_statuses == ("missing",) * 3
 
 
-def test_system_exit_inside_a_test_fails_only_that_test():
+def test_system_exit_inside_a_call_fails_only_that_test():
     code = "import sys\ndef f():\n    sys.exit(0)\ndef g():\n    return 2\n"
-    tests = ["assert f() == 1", "f()", "assert g() == 2", "assert f() is None"]
-    verdict = run_unit_tests(code, tests)
+    verdict = run_unit_tests(code, ["assert f() == 1", "f()", "assert g() == 2", "assert f() is None"])
     assert (verdict.n_passed, verdict.n_total, verdict.status) == (1, 4, "fail")
+    assert verdict.test_statuses == ("raised", "raised", "pass", "raised")
 
 
-def test_hard_exit_inside_a_test_keeps_earlier_results_but_is_an_error():
+def test_hard_exit_inside_a_call_loses_the_remaining_tests():
     code = "import os\ndef ok():\n    return 1\ndef die():\n    os._exit(0)\n"
     verdict = run_unit_tests(code, ["assert ok() == 1", "assert die() == 1", "assert ok() == 1"])
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 1, "error")
+    assert verdict.test_statuses == ("pass", "lost", "lost")
 
 
 VANDALISM = r"""
@@ -199,6 +298,7 @@ builtins.print = lambda *a, **k: None
 for name in ("exec", "eval", "compile", "len", "enumerate", "type", "isinstance", "repr", "BaseException"):
     setattr(builtins, name, lambda *a, **k: None)
 json.dumps = lambda *a, **k: "3"
+json.loads = lambda *a, **k: 3
 os.write = lambda fd, data: len(data)
 os._exit = lambda *a: None
 sys.stdout = sys.stderr = None
@@ -207,70 +307,41 @@ __main__.__dict__.clear()
 """
 
 
-def test_patching_builtins_and_harness_modules_changes_nothing():
-    good = run_unit_tests(VANDALISM + ADD, ADD_TESTS)
-    assert (good.passed, good.n_passed, good.status) == (True, 3, "ok")
+def test_vandalising_its_own_process_never_makes_a_wrong_program_pass():
     bad = run_unit_tests(VANDALISM + "def add(a, b):\n    return 0\n", ADD_TESTS)
-    assert (bad.passed, bad.n_passed, bad.status) == (False, 1, "fail")  # only add(-1, 1) == 0 holds
+    assert (bad.passed, bad.n_passed <= 1, bad.status != "ok") == (False, True, True)
 
 
-def test_always_equal_objects_do_not_pass_value_tests():
-    code = r"""
-class AlwaysEqual:
-    def __eq__(self, other):
-        return True
-    __hash__ = object.__hash__
-class SneakyInt(int):
-    def __eq__(self, other):
-        return True
-    __hash__ = int.__hash__
-def f(x):
-    return AlwaysEqual()
-def g(x):
-    return SneakyInt(0)
-def h(x):
-    return [AlwaysEqual()]
-"""
-    verdict = run_unit_tests(
-        code, ["assert f(1) == 2", "assert g(1) == 2", "assert h(1) == [2]", "assert 2 == f(1)"]
-    )
-    assert (verdict.n_passed, verdict.status) == (0, "unsupported_type")
-    assert set(verdict.test_statuses) == {"unsupported_type"} and "type AlwaysEqual" in verdict.detail
-    assert "defines __eq__" in verdict.suspicious
+def test_correct_program_that_vandalises_its_own_process_still_passes():
+    # Old guarantee: rebinding builtins, json or os in the program's process changes no verdict.
+    good = run_unit_tests(VANDALISM + ADD, ADD_TESTS)
+    assert (good.passed, good.n_passed, good.status) == (True, 3, "ok"), good.detail
 
 
 HARVESTER = r"""
 import gc, os, sys
-candidates = set()
-def harvest(value):
-    if isinstance(value, (str, bytes, bytearray)) and 8 <= len(value) <= 256:
-        candidates.add(bytes(value) if not isinstance(value, str) else value.encode())
+candidates, reporters = set(), []
 frame = sys._getframe()
-reporters = []
 while frame is not None:
     for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
-        harvest(value)
-        if callable(value):
+        if isinstance(value, (str, bytes)) and 8 <= len(value) <= 256:
+            candidates.add(value.encode() if isinstance(value, str) else value)
+        if callable(value) and getattr(value, "__name__", "") not in ("main", "_answer"):
             reporters.append(value)
     frame = frame.f_back
 for obj in gc.get_objects():
-    if type(obj).__name__ == "cell":
-        try:
-            harvest(obj.cell_contents)
-        except ValueError:
-            pass
+    if type(obj) is dict and "statuses" in obj:
+        obj["statuses"] = ["pass"] * 3
 for fd in range(3, 32):
-    for secret in candidates:
-        for i in range(3):
-            for line in (secret + b":%d:ok\n" % i, secret + b" %d pass\n" % i, b"%d:" % i + secret + b"\n"):
-                try:
-                    os.write(fd, line)
-                except OSError:
-                    pass
-for reporter in reporters:  # includes the harness's own reporter, found in its test-loop frame
-    for body in (b"code ok", b"0 pass", b"1 pass", b"2 pass", b"done"):
+    for secret in list(candidates)[:50]:
         try:
-            reporter(body)
+            os.write(fd, secret + b" 0 pass\n")
+        except OSError:
+            pass
+for reporter in reporters[:100]:
+    for body in (b"ok", ["ok", 7, [], ""], {"statuses": ["pass"] * 3}):
+        try:
+            reporter(3, body)
         except BaseException:
             pass
 def f(x):
@@ -278,50 +349,42 @@ def f(x):
 """
 
 
-@pytest.mark.parametrize(("stop", "status"), [("", "fail"), ("os._exit(0)\n", "error")])
-def test_frame_walking_and_gc_harvesting_cannot_forge_records(stop, status):
-    tests = ["assert f(1) > 0", "assert f(2) == 7 or f(2) > 5", "assert f(3) == 3"]
-    verdict = run_unit_tests(HARVESTER + stop, tests)
-    assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, status)
-    assert "imports gc" in verdict.suspicious and "frame access (f_back)" in verdict.suspicious
+ATTACKS = {  # the forged messages are well framed, in the protocol's own format, on every fd the program has
+    "forged_messages": (FORGER, ["assert f(1) == 1234567", "assert f(2) > 100", "assert f(3) == 3 and True"]),
+    "frame_and_gc_harvest": (
+        HARVESTER,
+        ["assert f(1) > 0", "assert f(2) == 7 or f(2) > 5", "assert f(3) == 3"],
+    ),
+}
 
 
-def test_tests_are_not_readable_from_disk_or_stdin():
-    marker = f"expected_{uuid.uuid4().hex}"
-    code = r"""
-import os
-def scan(root):
-    found, budget = 0, 3000
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != ".stdlib"]  # the read-only stdlib bind mount
-        for name in filenames:
-            budget -= 1
-            if budget < 0:
-                return found
-            path = os.path.join(dirpath, name)
-            try:
-                if os.path.isfile(path) and os.path.getsize(path) < (1 << 20):
-                    with open(path, "rb") as fh:
-                        found += MARKER in fh.read()
-            except OSError:
-                pass
-    return found
-def leaks():
-    found = sum(scan(root) for root in (os.getcwd(), "/tmp", "/var/tmp", "/dev/shm"))
-    for path in ("/proc/self/cmdline", "/proc/self/fd/0", "/proc/self/environ"):
-        try:
-            with open(path, "rb") as fh:
-                found += MARKER in fh.read()
-        except OSError:
-            pass
-    return found
-def g():
-    return "wrong"
-""".replace("MARKER", repr(marker.encode()))
-    # the marker is in a test decided in the child (a loop), so it does travel to the sandbox (in memory)
-    loop_test = f"for _ in range(1):\n    assert g() == {marker!r}"
-    verdict = run_unit_tests(code, ["assert leaks() == 0", loop_test])
-    assert (verdict.n_passed, verdict.status, verdict.decided_in) == (1, "fail", ("parent", "child"))
+@pytest.mark.parametrize("stop", ["", "os._exit(0)\n"])
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_forging_or_harvesting_cannot_make_a_failing_program_pass(attack, stop):
+    program, tests = ATTACKS[attack]
+    verdict = run_unit_tests(program + stop, tests)
+    assert (verdict.passed, verdict.n_passed) == (False, 0), verdict
+    assert verdict.status in ("fail", "error"), verdict
+
+
+ENUM_REBINDER = """
+import sys
+codec = sys.modules['ebft_repro.evaluation._sandbox_codec']
+encode = codec.Encoder.encode
+def forged(self, value, depth=0):
+    if value == 'forge':
+        return ['en', 'IntEnum', '__setattr__', [['A', 1]], None]
+    return encode(self, value, depth)
+codec.Encoder.encode = forged
+def f():
+    return 'forge'
+"""
+
+
+def test_forged_encodings_cannot_reach_the_drivers_modules():
+    # The candidate controls every byte it sends, including the enum base name the driver looks up.
+    verdict = run_unit_tests(ENUM_REBINDER, ["f()", "import enum\nassert enum.IntEnum.__name__ == 'IntEnum'"])
+    assert verdict.test_statuses == ("undecodable", "pass"), verdict.detail
 
 
 # --- isolation ---------------------------------------------------------------------------------------
@@ -332,11 +395,14 @@ import os
 def visible():
     return "xyz" in repr(dict(os.environ)) or "EBFT_SECRET" in os.environ
 def parent_environ_readable():
-    try:
-        with open(f"/proc/{os.getppid()}/environ", "rb") as fh:
-            return b"EBFT_SECRET" in fh.read()
-    except OSError:
-        return False
+    for pid in [p for p in os.listdir('/proc') if p.isdigit()] + [str(os.getppid())]:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if b"EBFT_SECRET" in fh.read():
+                    return True
+        except OSError:
+            pass
+    return False
 def keys():
     return sorted(os.environ)
 """
@@ -348,7 +414,7 @@ if ISOLATED:  # the fallback for ordinary users shares the parent's uid (documen
 def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("EBFT_SECRET", "xyz")
     verdict = run_unit_tests(ENV_PROBE, ENV_TESTS)
-    assert (verdict.passed, verdict.n_passed, verdict.status) == (True, len(ENV_TESTS), "ok")
+    assert (verdict.passed, verdict.n_passed, verdict.status) == (True, len(ENV_TESTS), "ok"), verdict.detail
 
 
 def test_parent_initial_environment_is_not_readable():
@@ -359,14 +425,9 @@ def test_parent_initial_environment_is_not_readable():
     )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EBFT_SECRET": "xyz"}
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-c", script, ENV_PROBE, json.dumps(ENV_TESTS)]
     out = subprocess.run(
-        [sys.executable, "-c", script, ENV_PROBE, json.dumps(ENV_TESTS)],
-        env=env,
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+        command, env=env, cwd=repo_root, capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(out.stdout) == [len(ENV_TESTS), "ok"]
 
@@ -374,8 +435,7 @@ def test_parent_initial_environment_is_not_readable():
 @pytest.mark.skipif(not ISOLATED, reason="the fallback for ordinary users cannot block writes")
 def test_writes_outside_the_workdir_are_blocked_or_discarded():
     tag = uuid.uuid4().hex
-    tmp_target = f"/tmp/ebft_sandbox_escape_{tag}"
-    root_target = f"/ebft_sandbox_escape_{tag}"
+    tmp_target, root_target = f"/tmp/ebft_sandbox_escape_{tag}", f"/ebft_sandbox_escape_{tag}"
     code = f"""
 import os
 def attempt(path):
@@ -385,15 +445,16 @@ def attempt(path):
         return "written"
     except OSError as exc:
         return type(exc).__name__
-TMP = attempt({tmp_target!r})
-ROOT = attempt({root_target!r})
-CWD = attempt("inside.txt")
+def results():
+    return attempt({tmp_target!r}), attempt({root_target!r}), attempt("inside.txt")
 """
-    # read-only root under bwrap (OSError: EROFS), root-owned as the fallback's unprivileged uid
-    verdict = run_unit_tests(
-        code, ["assert ROOT in ('PermissionError', 'OSError')", "assert CWD == 'written'"]
-    )
-    assert (verdict.passed, verdict.status) == (True, "ok")
+    tests = [
+        "tmp, root, cwd = results()",
+        "assert root in ('PermissionError', 'OSError')",
+        "assert cwd == 'written'",
+    ]
+    verdict = run_unit_tests(code, tests)
+    assert (verdict.passed, verdict.status) == (True, "ok"), verdict.detail
     assert not os.path.exists(tmp_target)  # went to the private tmpfs (or was refused): nothing is left
     assert not os.path.exists(root_target)
 
@@ -416,13 +477,13 @@ def big_write():
     assert (killed.passed, killed.status) == (False, "error")
 
 
-def test_memory_bomb_is_an_error_and_the_parent_survives():
+def test_memory_bomb_is_an_error_and_the_caller_survives():
     verdict = run_unit_tests("hog = bytearray(10 * 1024**3)\n" + ADD, ADD_TESTS)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "error")
-    in_test = run_unit_tests(
+    in_call = run_unit_tests(
         ADD + "def hog():\n    return len('x' * (10 * 1024**3))\n", ["assert hog() == 1"]
     )
-    assert (in_test.n_passed, in_test.status) == (0, "fail")
+    assert (in_call.n_passed, in_call.status, in_call.test_statuses) == (0, "fail", ("raised",))
     assert run_unit_tests(ADD, ADD_TESTS).passed
 
 
@@ -444,49 +505,45 @@ def f():
     assert verdict.status == "ok", verdict.detail
 
 
-def test_result_channel_flood_is_not_a_pass():
-    code = "import os\nfor fd in range(3, 16):\n    try:\n        os.write(fd, b'0 pass\\n' * (3 << 20))\n"
-    code += "    except OSError:\n        pass\n" + ADD
-    verdict = run_unit_tests(code, ADD_TESTS, timeout_s=2)
+def test_channel_flood_is_not_a_pass_and_ends_in_time():
+    # every fd the program holds, whatever its number (the caller's pass_fds keep the caller's numbers)
+    code = "import os\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
+    code += "        os.write(fd, b'0 pass\\n' * (3 << 20))\n    except OSError:\n        pass\n" + ADD
+    verdict = _timed(code, ADD_TESTS, 2.0)
     assert not verdict.passed and verdict.n_passed == 0
 
 
 # --- timeouts and process creation -------------------------------------------------------------------
 
 
-def test_infinite_loop_times_out_and_leaves_no_process():
+@pytest.mark.parametrize("side", ["candidate", "driver"])
+def test_infinite_loop_times_out_and_leaves_no_process(side):
     marker = f"ebftloop{uuid.uuid4().hex}"
     # exec into a shell loop whose command line carries the marker, so /proc shows whether it survives
-    code = f"""
-import posix
-try:
-    posix.execv("/bin/sh", ["/bin/sh", "-c", "while :; do :; done # {marker}"])
-except OSError:
-    pass
-while True:
-    pass
-"""
-    verdict, seen = _run_watching(marker, code, ["assert True"], timeout_s=1.0)
+    looper = f'import posix\nposix.execv("/bin/sh", ["/bin/sh", "-c", "while :; do :; done # {marker}"])\n'
+    code, tests = (looper, ["assert True"]) if side == "candidate" else (ADD, [looper])
+    verdict, seen = _run_watching(marker, code, tests, timeout_s=1.0)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "timeout")
     assert seen  # the looping process really ran...
-    assert _processes_with(marker) == []  # ...and the process-group kill removed it
+    assert _processes_with(marker) == []  # ...and the kill removed it
 
 
-def test_timeout_discards_tests_passed_before_it():
+def test_an_unanswered_call_times_out_and_discards_earlier_passes():
     code = ADD + "def spin():\n    while True:\n        pass\n"
-    verdict = run_unit_tests(code, ["assert add(1, 2) == 3", "assert spin() == 1"], timeout_s=1.0)
+    verdict = _timed(code, ["assert add(1, 2) == 3", "assert spin() == 1"], 1.0)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "timeout")
+    assert verdict.test_statuses == ()
 
 
-def test_os_fork_loop_is_refused_by_the_harness():
-    verdict = run_unit_tests("import os\nwhile True:\n    os.fork()\n" + ADD, ADD_TESTS, timeout_s=2.0)
-    assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "error")
-    assert "PermissionError" in verdict.detail  # refused by the harness patch, before the kernel limit
+def test_os_fork_loop_is_capped_and_never_passes():
+    verdict = _timed("import os\nwhile True:\n    os.fork()\n" + ADD, ADD_TESTS, 2.0)
+    assert (verdict.passed, verdict.n_passed) == (False, 0)
+    assert verdict.status in ("error", "timeout"), verdict.detail
 
 
-def test_raw_fork_storm_is_refused_by_the_kernel_and_leaves_no_survivors():
+def test_raw_fork_storm_is_capped_and_leaves_no_survivors():
     marker = f"ebftfork{uuid.uuid4().hex}"
-    # posix.fork bypasses the harness's os.fork patch; children try to escape the process group first
+    # children try to escape the process group and keep running after the verdict
     storm = f"""
 import posix
 def storm(attempts):
@@ -505,14 +562,15 @@ def storm(attempts):
         forked += 1
     return forked
 """
-    counted = run_unit_tests(storm, ["assert storm(200) == 0"], timeout_s=2.0)
-    assert counted.status == "ok", counted.detail  # every fork was refused (RLIMIT_NPROC after the drop)
+    counted = run_unit_tests(storm, ["assert storm(200) < 16"], timeout_s=2.0)
+    assert counted.status == "ok", counted.detail  # RLIMIT_NPROC caps the candidate's processes
+    assert _processes_with(marker) == []  # and the ones that ran are gone with the sandbox
     verdict, _ = _run_watching(marker, storm + "while True:\n    storm(50)\n" + ADD, ADD_TESTS, timeout_s=1.0)
     assert (verdict.passed, verdict.n_passed, verdict.status) == (False, 0, "timeout")
     assert _processes_with(marker) == []
 
 
-# --- batches and throughput --------------------------------------------------------------------------
+# --- batches, throughput and the verifier ----------------------------------------------------------------
 
 
 def test_batch_preserves_input_order_and_runs_in_parallel(monkeypatch):
@@ -531,14 +589,9 @@ def test_batch_preserves_input_order_and_runs_in_parallel(monkeypatch):
                 active[0] -= 1
 
     monkeypatch.setattr(sandbox_module, "_run", counted)
-    programs = [
-        ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
-        ("def add(a, b):\n    return a * b\n", ADD_TESTS),
-        ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
-        ("def add(a, b) return", ADD_TESTS),
-        ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
-        ("import time\ntime.sleep(1.0)\n" + ADD, ADD_TESTS),
-    ]
+    sleepy, wrong = "import time\ntime.sleep(1.0)\n" + ADD, "def add(a, b):\n    return a * b\n"
+    programs = [(sleepy, ADD_TESTS), (wrong, ADD_TESTS), Program(sleepy, tuple(ADD_TESTS))]
+    programs += [("def add(a, b) return", ADD_TESTS), (sleepy, ADD_TESTS), (sleepy, ADD_TESTS, "", "add")]
     verdicts = run_unit_tests_batch(programs, timeout_s=3.0, n_workers=4)
     assert [v.status for v in verdicts] == ["ok", "fail", "ok", "error", "ok", "ok"]
     assert [v.n_passed for v in verdicts] == [3, 1, 3, 0, 3, 3]
@@ -546,37 +599,37 @@ def test_batch_preserves_input_order_and_runs_in_parallel(monkeypatch):
     assert run_unit_tests_batch([]) == []
 
 
-def test_measure_throughput_reports_rates_with_default_pool_size():
-    stats = measure_throughput(6)
-    assert set(stats) == {"n_programs", "seconds", "programs_per_s", "n_workers", "isolation"}
+def test_throughput_is_only_measured_on_right_verdicts(monkeypatch):
+    from ebft_repro.evaluation import sandbox
+    from ebft_repro.experiments.bench_sandbox import measure_throughput
+
+    stats = measure_throughput(6)  # every verdict of the mix is checked before a rate is returned
     assert stats["n_programs"] == 6 and stats["n_workers"] == os.cpu_count()
-    assert stats["programs_per_s"] == pytest.approx(6 / stats["seconds"])
+    everything_passes = sandbox.TestVerdict(True, 3, 3, "ok")
+    monkeypatch.setattr(
+        sandbox, "run_unit_tests_batch", lambda programs, **_: [everything_passes] * len(programs)
+    )
+    with pytest.raises(RuntimeError, match="unexpected verdict"):
+        measure_throughput(6)
 
 
-def test_verifier_results_count_suspicious_programs_and_child_decided_tests():
-    from ebft_repro.evaluation.downstream import verifier_results
+def test_verifier_rewards_score_liars_zero_and_humaneval_setup_is_trusted():
+    from ebft_repro.evaluation import downstream
     from ebft_repro.tasks.base import Example
 
     tests = (*ADD_TESTS, "for a in range(2):\n    assert add(a, 0) == a")
     example = Example(prompt="", completion=ADD, unit_tests=tests, entry_point="add", uid="add")
     liar = "class A:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return A()\n"
-    rewards, stats = verifier_results([example] * 3, [ADD, liar, liar])
-    # The liar fails the three parent-decided tests but passes the loop, decided in the child: the
-    # residual risk that the two counts make visible.
-    assert rewards == [1.0, 0.25, 0.25]
-    assert stats == {"suspicious_programs": 2.0, "tests_decided_in_child": 3.0}
-
-
-def test_planning_untrusted_code_prints_no_syntax_warnings():
-    """Generated code such as ``1if x else 2`` made the parent print SyntaxWarnings into training logs."""
-    import warnings
-
-    from ebft_repro.evaluation._sandbox_flags import suspicious_features
-    from ebft_repro.evaluation._sandbox_plan import plan_tests
-
-    code = "def f(x):\n    return 1if x else 2\n"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        plan_tests(code, ["assert f(1)==1if True else 0"])
-        suspicious_features(code)
-    assert [w for w in caught if issubclass(w.category, SyntaxWarning)] == []
+    half = "def add(a, b):\n    return a * b\n"  # passes the third test only
+    assert downstream.verifier_rewards([example] * 3, [ADD, liar, half]) == [1.0, 0.0, 0.25]
+    assert not hasattr(downstream, "verifier_results")
+    prompt = "def helper(x):\n    return x\ndef add(a, b):\n    '''Sum.'''\n"
+    check = "def check(candidate):\n    assert candidate(1, 2) == helper(3)"
+    humaneval = Example(
+        prompt=prompt, completion="    return a + b\n", unit_tests=("check(add)",), entry_point="add",
+        uid="HumanEval/x", meta={"check_program": check},
+    )  # fmt: skip
+    program = downstream.sandbox_program(humaneval, humaneval.completion)
+    assert program == Program(prompt + "    return a + b\n", (check + "\n\ncheck(add)",), prompt, "add")
+    cheat = "    return 0\ndef helper(x):\n    return 0\n"  # redefines the task's helper to match
+    assert downstream.verifier_rewards([humaneval] * 2, [humaneval.completion, cheat]) == [1.0, 0.0]

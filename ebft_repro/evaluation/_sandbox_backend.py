@@ -1,22 +1,12 @@
-"""Choose and describe how the sandbox child is isolated: bubblewrap when it works here, else the fallback.
+"""Choose how the sandbox's processes are isolated: bubblewrap when it works here, else the fallback.
 
-With bubblewrap (``bwrap``, Debian package ``bubblewrap``) the child gets fresh pid, network, IPC, UTS,
-mount (and cgroup) namespaces; a root made of read-only binds of ``/usr`` (plus the ``/bin``, ``/lib*``
-links) and the Python installation only (no ``$HOME``, no checkout, no ``results/``, no ``data/``, no
-``/etc``); private size-capped tmpfs on ``/tmp`` and ``/dev/shm``, with ``/`` and ``/dev`` read-only;
-a fresh ``/proc`` that shows only the sandbox; a minimal ``/dev``; an empty environment but
-``PATH``/``LANG``; a new session; ``no_new_privs``; and ``--die-with-parent``, so it is SIGKILLed when
-the caller dies, even by ``kill -9``.
-
-* As an ordinary user, bwrap also creates a user namespace (the program keeps the caller's uid, with no
-  capabilities, and sees nothing of the caller's processes or files).
-* As root, no user namespace is made (it would map the program back to uid 0, which process limits do
-  not apply to). bwrap runs with every capability dropped but CAP_SETUID/CAP_SETGID, and the harness
-  switches to a fresh unprivileged uid before any user code runs (fail closed).
-
-Without a usable bwrap the harness's own fallback runs (:func:`backend` warns once, naming what is
-missing): as root, private mount/network/IPC namespaces with tmpfs over the world-writable directories
-and the same uid drop; as an ordinary user, resource limits only.
+With bubblewrap (``bwrap``, Debian package ``bubblewrap``) each process gets fresh pid, network, IPC, UTS,
+mount (and cgroup) namespaces, a root made of read-only binds of ``/usr`` and the Python installation
+only, private size-capped tmpfs on ``/tmp`` and ``/dev/shm``, a ``/proc`` that shows only itself, an
+environment of ``PATH``/``LANG``, a new session, ``no_new_privs`` and ``--die-with-parent``. An ordinary
+user also gets a user namespace; a root caller keeps only CAP_SETUID/CAP_SETGID, and the process switches
+to a fresh unprivileged uid before doing anything else (``_sandbox_confine.py``). Without a usable bwrap,
+:func:`backend` warns once, naming what is lost (docs/sandbox.md, "Fallback").
 """
 
 from __future__ import annotations
@@ -35,7 +25,6 @@ log = logging.getLogger(__name__)
 
 TMPFS_BYTES = 32 << 20
 SHM_BYTES = 8 << 20
-FALLBACK_TMPFS_OPTIONS = "size=32m,nr_inodes=4096,mode=1777"
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`, or your distribution's package)"
 # Dedicated uids are drawn from a range no distribution allocates, so a run's uid owns no other process.
@@ -74,7 +63,7 @@ def backend() -> Backend:
     if wanted == "bwrap":
         raise RuntimeError(f"sandbox: bubblewrap unusable ({problem}); {INSTALL_HINT}")
     lost = (
-        "programs run in private mount/network/IPC namespaces as a fresh uid, but share the pid namespace"
+        "programs run as a fresh uid with resource limits, but share the network, mounts and pid namespace"
         if os.geteuid() == 0
         else "programs run as your uid with resource limits only: they can read this process's environment "
         "and memory, signal your processes, write wherever you can and reach the network"
@@ -86,7 +75,7 @@ def backend() -> Backend:
 
 
 def sandbox_uid() -> int | None:
-    """The uid the harness drops to, or None when the parent is not root (no drop possible)."""
+    """A fresh uid for one sandboxed process to switch to, or None when the caller is not root."""
     if os.geteuid() != 0:
         return None
     return _UID_BASE + secrets.randbelow(_UID_SPAN) if _full_uid_range() else _NOBODY

@@ -1,9 +1,11 @@
-"""Start the sandbox child and supervise it to a bounded end.
+"""Start the sandbox's two processes, connect them, and supervise them to a bounded end.
 
-:func:`run_child` starts the harness the way the chosen backend (``_sandbox_backend.py``) says, feeds it
-its input, collects its result channel (at most :data:`MAX_CHANNEL_BYTES`) until it exits or the
-deadline passes, then kills its whole process group and reaps it, so a call returns within the deadline
-plus :data:`REAP_GRACE_S` seconds whatever the program does.
+:func:`run_pair` starts the driver and the candidate the way the chosen backend (``_sandbox_backend.py``)
+says, each in its own sandbox, with two pipes between them (requests to the candidate, replies to the
+driver) and a third from the driver to the caller for its report. It feeds each its input, reads the
+report (at most :data:`MAX_REPORT_BYTES`) until the driver exits or the deadline passes, then kills both
+process groups and reaps them, so a call returns within the deadline plus :data:`REAP_GRACE_S` seconds
+whatever either process does.
 """
 
 from __future__ import annotations
@@ -22,119 +24,150 @@ from ebft_repro.evaluation._sandbox_backend import CHILD_ENV, Backend
 
 log = logging.getLogger(__name__)
 
-MAX_CHANNEL_BYTES = 8 << 20  # results pipe cap; a program flooding it is stopped and scored "error"
+MAX_REPORT_BYTES = 1 << 20
 REAP_GRACE_S = 2.0  # after SIGKILL: waiting for the exit and for the namespace to be gone
 DETAIL_CHARS = 600
 
 
 @dataclass(frozen=True)
-class ChildResult:
-    """What the parent observed of one child run."""
+class PairResult:
+    """What the caller observed of one run: the driver's report, and how each process ended."""
 
-    channel: bytes
+    report: bytes
     timed_out: bool
-    overflow: bool
-    returncode: int | None
-    stderr_tail: str
+    driver_exit: int | None
+    candidate_exit: int | None
+    stderr_tail: str  # the driver's
 
 
-def run_child(
-    backend_: Backend, harness: str, stdin_bytes: bytes, uid: int | None, deadline: float
-) -> ChildResult:
-    """Start the harness, feed it ``stdin_bytes``, collect its result channel, and reap it.
+def run_pair(
+    backend_: Backend, boot: str, inputs: tuple[bytes, bytes], uids: tuple, deadline: float
+) -> PairResult:
+    """Run ``python -c boot`` as the driver and as the candidate (``inputs`` on their stdin).
 
+    The driver gets the fds ``requests replies report`` as arguments, the candidate ``requests replies``.
     Returns within ``deadline`` plus at most :data:`REAP_GRACE_S` seconds.
     """
-    read_fd, write_fd = os.pipe()
-    workdir = tempfile.mkdtemp(prefix="ebft_sandbox_") if backend_.name == "fallback" else "/"
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    report_r, report_w = os.pipe()
+    # Every process of the candidate's sandbox holds ``alive_w`` (inherited, never named to it): its end
+    # of file says they are all gone, as the report pipe's does for the driver's.
+    alive_r, alive_w = os.pipe()
+    fds = {"driver": (requests_w, replies_r, report_w), "candidate": (requests_r, replies_w)}
+    unclosed = {requests_r, requests_w, replies_r, replies_w, report_w, alive_w}
+    workdirs, procs = [], []
     try:
-        if uid is not None and backend_.name == "fallback":
-            os.chown(workdir, uid, uid)
-        command = [*backend_.bwrap_args, backend_.python, "-I", "-S", "-B", "-c", harness, str(write_fd)]
         with tempfile.TemporaryFile() as errfile:
-            try:
-                proc = subprocess.Popen(
-                    command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=errfile,
-                    cwd=workdir,
-                    env=dict(CHILD_ENV),
-                    pass_fds=(write_fd,),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(write_fd)
-            channel, timed_out, overflow = _supervise(proc, read_fd, stdin_bytes, deadline)
+            for role, uid in zip(("driver", "candidate"), uids):
+                workdirs.append(_workdir(backend_, uid))
+                stderr = errfile if role == "driver" else subprocess.DEVNULL
+                extra = (alive_w,) if role == "candidate" else ()
+                procs.append(_start(backend_, boot, fds[role], stderr, workdirs[-1], extra))
+            while unclosed:  # the children hold their ends now
+                os.close(unclosed.pop())
+            report, timed_out = _supervise(procs, report_r, inputs, deadline)
+            _drain(bytearray(), alive_r, time.monotonic() + REAP_GRACE_S / 2)
             errfile.seek(0, os.SEEK_END)
             errfile.seek(max(0, errfile.tell() - DETAIL_CHARS))
             stderr_tail = errfile.read().decode("utf-8", "replace").strip()
     finally:
-        os.close(read_fd)
-        if workdir != "/":
-            shutil.rmtree(workdir, ignore_errors=True)
-    return ChildResult(channel, timed_out, overflow, proc.returncode, stderr_tail)
+        for proc in procs:
+            if proc.returncode is None:  # never signal a reaped pid: it may belong to someone else now
+                _kill_and_reap(proc)
+        for fd in unclosed | {report_r, alive_r}:
+            os.close(fd)
+        for workdir in workdirs:
+            if workdir != "/":
+                shutil.rmtree(workdir, ignore_errors=True)
+    return PairResult(report, timed_out, procs[0].returncode, procs[1].returncode, stderr_tail)
+
+
+def _start(
+    backend_: Backend, boot: str, fds: tuple[int, ...], stderr, workdir: str, extra: tuple[int, ...]
+) -> subprocess.Popen:
+    command = [*backend_.bwrap_args, backend_.python, "-I", "-S", "-B", "-c", boot, *map(str, fds)]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        cwd=workdir,
+        env=dict(CHILD_ENV),
+        pass_fds=fds + extra,
+        start_new_session=True,
+    )
+
+
+def _workdir(backend_: Backend, uid: int | None) -> str:
+    if backend_.name != "fallback":
+        return "/"
+    workdir = tempfile.mkdtemp(prefix="ebft_sandbox_")
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+    return workdir
 
 
 def _supervise(
-    proc: subprocess.Popen, read_fd: int, stdin_bytes: bytes, deadline: float
-) -> tuple[bytes, bool, bool]:
-    """Feed stdin and collect the channel until the child exits or the deadline; then kill and reap."""
+    procs: list[subprocess.Popen], report_fd: int, inputs: tuple[bytes, bytes], deadline: float
+) -> tuple[bytes, bool]:
+    """Feed both stdins and read the report until the driver exits or the deadline; then kill both."""
     buffer = bytearray()
-    pending = memoryview(stdin_bytes)
-    timed_out = overflow = exited = False
-    stdin_fd = proc.stdin.fileno()
-    os.set_blocking(stdin_fd, False)
+    timed_out = exited = False
+    driver = procs[0]
     try:
-        pidfd = os.pidfd_open(proc.pid)
+        pidfd = os.pidfd_open(driver.pid)
     except (AttributeError, OSError):
         pidfd = None
     selector = selectors.DefaultSelector()
     try:
-        selector.register(read_fd, selectors.EVENT_READ, "data")
-        selector.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
+        selector.register(report_fd, selectors.EVENT_READ, "report")
+        for proc, data in zip(procs, inputs):
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, [proc, memoryview(data)])
         if pidfd is not None:
             selector.register(pidfd, selectors.EVENT_READ, "exit")
-        while not exited and not overflow:
+        while not exited and len(buffer) <= MAX_REPORT_BYTES:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
-            # Without a pidfd, poll the child every 10 ms.
+            # Without a pidfd, poll the driver every 10 ms.
             for key, _ in selector.select(remaining if pidfd is not None else min(remaining, 0.01)):
                 if key.data == "exit":
                     exited = True
-                elif key.data == "stdin":
-                    pending = _feed(selector, proc, pending)
-                elif not _read_into(buffer, read_fd):
-                    selector.unregister(read_fd)  # all writers closed; keep waiting for the exit
-            exited = exited or (pidfd is None and proc.poll() is not None)
-            overflow = len(buffer) > MAX_CHANNEL_BYTES
+                elif key.data == "report":
+                    if not _read_into(buffer, report_fd):
+                        selector.unregister(report_fd)  # the driver closed it; wait for its exit
+                else:
+                    _feed(selector, *key.data)
+            exited = exited or (pidfd is None and driver.poll() is not None)
     finally:
         selector.close()
         if pidfd is not None:
             os.close(pidfd)
-        _close_stdin(proc)
-        _kill_and_reap(proc)
-    # Wait (bounded) until every holder of the pipe is gone: the sandbox's processes die with bwrap's
-    # pid 1, asynchronously. Only a child that exited by itself gets its remaining output counted.
-    sink = buffer if exited and not overflow else bytearray()
-    _drain(sink, read_fd, time.monotonic() + REAP_GRACE_S / 2)
-    return bytes(buffer), timed_out, overflow
+        for proc in procs:
+            _close_stdin(proc)
+            _kill_and_reap(proc)  # the driver first: the candidate may still be answering it
+    # Only a driver that exited by itself gets its remaining output counted.
+    _drain(buffer if exited else bytearray(), report_fd, time.monotonic() + REAP_GRACE_S / 2)
+    return bytes(buffer[: MAX_REPORT_BYTES + 1]), timed_out
 
 
-def _feed(selector: selectors.BaseSelector, proc: subprocess.Popen, pending: memoryview) -> memoryview:
+def _feed(selector: selectors.BaseSelector, proc: subprocess.Popen, pending: memoryview) -> None:
+    fd = proc.stdin.fileno()
     try:
-        written = os.write(proc.stdin.fileno(), pending[: 1 << 16])
+        written = os.write(fd, pending[: 1 << 16])
     except BlockingIOError:
-        return pending
+        return
     except OSError:
         written = len(pending)  # the child died before reading; the verdict will say so
     pending = pending[written:]
-    if not pending:
-        selector.unregister(proc.stdin.fileno())
+    if pending:
+        selector.modify(fd, selectors.EVENT_WRITE, [proc, pending])
+    else:
+        selector.unregister(fd)
         _close_stdin(proc)
-    return pending
 
 
 def _close_stdin(proc: subprocess.Popen) -> None:
@@ -175,5 +208,5 @@ def _drain(buffer: bytearray, read_fd: int, until: float) -> None:
             continue
         if not chunk:
             return
-        if len(buffer) <= MAX_CHANNEL_BYTES:
+        if len(buffer) <= MAX_REPORT_BYTES:
             buffer += chunk

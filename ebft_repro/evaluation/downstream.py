@@ -27,6 +27,7 @@ from ebft_repro.evaluation.metrics import (
     pass_at_k,
     sentence_chrf,
 )
+from ebft_repro.evaluation.sandbox import Program, run_unit_tests_batch
 from ebft_repro.generation import concat_completions, decode_completions, left_pad, sample_completions
 from ebft_repro.losses import cfm_estimate
 from ebft_repro.tasks.base import LANG_NAMES, QA_STOP_MARKER, Example
@@ -39,7 +40,6 @@ __all__ = [
     "feature_matching_eval",
     "downstream_eval",
     "verifier_rewards",
-    "verifier_results",
 ]
 
 
@@ -100,32 +100,24 @@ def feature_matching_eval(
     return metrics
 
 
-def sandbox_program(example: Example, code: str) -> tuple[str, list[str]]:
-    """The ``(code, tests)`` the sandbox runs for ``code`` written for a coding example.
+def sandbox_program(example: Example, code: str) -> Program:
+    """What the sandbox runs for ``code`` written for a coding example.
 
-    HumanEval examples carry their ``check`` function in ``meta["check_program"]`` and their prompt holds the
-    signature: the code is prompt + completion and the single test is the check program followed by
-    ``check(<entry point>)`` (so its asserts are judged outside the sandbox). Q&A problems run the code
-    against their own unit tests.
+    HumanEval examples carry their ``check`` function in ``meta["check_program"]`` and their prompt holds
+    the signature: the program is prompt + completion, the one test is the check program followed by
+    ``check(<entry point>)``, and the prompt is also the trusted ``setup``, so helpers it defines (e.g.
+    ``poly``) are the task's own when the test calls them. Q&A problems run the code against their own
+    unit tests.
     """
     check = example.meta.get("check_program") if example.meta else None
     if check:
-        return example.prompt + code, [check + "\n\n" + "\n".join(example.unit_tests)]
-    return code, list(example.unit_tests)
+        test = check + "\n\n" + "\n".join(example.unit_tests)
+        return Program(example.prompt + code, (test,), setup=example.prompt, entry_point=example.entry_point)
+    return Program(code, tuple(example.unit_tests))
 
 
-def verifier_results(
-    examples: list[Example], texts: list[str], *, timeout_s: float = 3.0
-) -> tuple[list[float], dict[str, float]]:
-    """Rewards as :func:`verifier_rewards`, plus sandbox counts over the coding programs.
-
-    Returns:
-        (rewards, stats) with ``stats = {"suspicious_programs", "tests_decided_in_child"}``: programs the
-        sandbox flags as possibly gaming the verifier (see :mod:`ebft_repro.evaluation.sandbox`) and unit
-        tests whose verdict was (partly) decided inside the sandbox. Both are 0 for translation.
-    """
-    from ebft_repro.evaluation.sandbox import run_unit_tests_batch
-
+def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: float = 3.0) -> list[float]:
+    """The task verifier: unit-test pass fraction (sandboxed) for code, sentence chrF for translation."""
     rewards: list[float | None] = [None] * len(texts)
     programs, slots = [], []
     for i, (example, text) in enumerate(zip(examples, texts)):
@@ -135,19 +127,9 @@ def verifier_results(
             continue
         programs.append(sandbox_program(example, extract_code(text, QA_STOP_MARKER)))
         slots.append(i)
-    verdicts = run_unit_tests_batch(programs, timeout_s=timeout_s)
-    for i, verdict in zip(slots, verdicts):
+    for i, verdict in zip(slots, run_unit_tests_batch(programs, timeout_s=timeout_s)):
         rewards[i] = verdict.pass_fraction
-    stats = {
-        "suspicious_programs": float(sum(bool(v.suspicious) for v in verdicts)),
-        "tests_decided_in_child": float(sum(v.decided_in.count("child") for v in verdicts)),
-    }
-    return [float(r) for r in rewards], stats
-
-
-def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: float = 3.0) -> list[float]:
-    """The task verifier: unit-test pass fraction (sandboxed) for code, sentence chrF for translation."""
-    return verifier_results(examples, texts, timeout_s=timeout_s)[0]
+    return [float(r) for r in rewards]
 
 
 @torch.no_grad()
@@ -214,7 +196,7 @@ def downstream_eval(
     if examples and examples[0].direction is not None:
         return translation_scores(examples, texts[::n_samples]) | {"eval_prompts": len(examples)}
     repeated = [ex for ex in examples for _ in range(n_samples)]
-    fractions, sandbox_stats = verifier_results(repeated, texts)
+    fractions = verifier_rewards(repeated, texts)
     correct = [
         sum(f == 1.0 for f in fractions[i * n_samples : (i + 1) * n_samples]) for i in range(len(examples))
     ]
@@ -226,7 +208,7 @@ def downstream_eval(
         "eval_samples": len(fractions),
         "solved_prompts": sum(c > 0 for c in correct),
         "eval_prompts": len(examples),
-    } | sandbox_stats
+    }
 
 
 def translation_scores(examples: list[Example], first_samples: list[str]) -> dict[str, float]:

@@ -1,101 +1,85 @@
-"""Run untrusted, model-written Python against unit tests, and judge the result from outside the program.
+"""Run untrusted, model-written Python against unit tests, judged where the program cannot reach.
 
-Each program runs in its own ``python -I -S -B`` child, inside bubblewrap where it works, driven by a small
-harness (``_sandbox_harness.py``) that receives a per-run MAC key, the code and the child's share of the
-tests on stdin, runs the code, then each test's steps in order, and reports MAC'd records on a dedicated
-pipe. The verdict is computed in the parent. See ``docs/sandbox.md`` for the whole design.
+Each program gets two processes, each in its own bubblewrap sandbox (``_sandbox_backend.py``, started and
+reaped by ``_sandbox_launch.py``):
 
-Layers, outermost first, and what each one protects against:
+* the **candidate** (``_sandbox_candidate.py``) runs the generated program and nothing else; it only
+  answers requests: how a name is bound, and calls of the program's functions with plain-data arguments;
+* the **driver** (``_sandbox_driver.py``) runs the task's tests (and its trusted ``setup`` code) with the
+  real standard library; each name the tests take from the program is a proxy (a callable), the
+  driver's own import (a stdlib module) or a copy (a value). Values cross as type-tagged JSON decoded
+  into fresh standard-library objects (``_sandbox_codec.py``), so everything a test does besides calling
+  the program (comparisons, ``math.isclose``, ``Counter``, ``sorted(key=...)``, ``check(candidate)``)
+  happens in the driver, where nothing the program rebinds, walks, traces or forges can reach.
 
-* **Verdicts decided in the parent** (``_sandbox_plan.py``, its AST helpers ``_sandbox_bindings.py``,
-  ``_sandbox_judge.py``). Every ``assert`` is parsed in the parent; the parts it can evaluate (literals,
-  comparisons, ``and``/``or``/``not``, arithmetic, ``in``/``is``, a few pure builtins, names bound to
-  literals) stay in the parent, and only
-  the rest (calls of the solution, ``result`` bound by an earlier statement...) is sent to the child as
-  placeholders, whose values come back type-tagged and are rebuilt as real standard-library objects
-  (``_sandbox_values.py``). The expected literals never enter the sandbox and the comparison is Python's
-  own ``==`` on plain data, so ``Counter``/``namedtuple``/``Fraction``/``Decimal``/``deque``... compare
-  exactly as in Python, while objects that lie about equality (``__eq__``/``__bool__``/``__hash__``
-  overrides, subclasses of builtins, user classes) are reported as ``unsupported_type``, never passed.
-  This holds for compound asserts, values bound to variables first, ``is True``/``is False``, ``not``,
-  ``in (...)`` and the top-level asserts of a HumanEval-style ``check(candidate)``.
-* **Tests decided in the child** (asserts inside loops or ``if``, helper predicates defined by the test,
-  statements that must merely not raise) still pass when the child reports that they ran without
-  raising (``BaseException`` is caught, so ``SystemExit`` or a redefined ``AssertionError`` cannot
-  help). :attr:`TestVerdict.decided_in` says which tests these are.
-* **Authenticated records** (``_sandbox_verdict.py``). Nothing the program prints matters: stdout goes
-  to /dev/null and stderr is kept only for :attr:`TestVerdict.detail`. A record counts only if its keyed
-  BLAKE2b MAC verifies; the key is read into a ``bytearray``, handed to the C-level hash object and
-  zeroed, so no ``str``/``bytes`` copy of it is reachable by frame walking or ``gc``. The harness captures
-  every builtin it uses before user code runs, and the reporter refuses callers other than its own test
-  loop. A test passes only if all its steps were reported and, for ``status="ok"``/``"fail"``, the
-  harness reported the end of the run; a timeout scores zero.
-* **Isolation** (``_sandbox_backend.py``; ``_sandbox_launch.py`` runs and reaps the child): bubblewrap
-  gives the child fresh pid/network/IPC/UTS/mount
-  namespaces, read-only binds of ``/usr`` and the Python installation only, private size-capped tmpfs
-  on ``/tmp`` and ``/dev/shm``, an empty environment, a new session, ``no_new_privs`` and
-  ``--die-with-parent``. The same holds for an ordinary user (via a user namespace) and for root (which
-  additionally drops to a fresh unprivileged uid before user code). Nothing the program writes survives
-  the call; it cannot see, signal or read the memory of the caller or any other process, nor reach the
-  network. Without a usable bwrap, a fallback runs with a one-time warning that names what is lost.
-* **Resource limits**, set by the harness before user code: ``RLIMIT_CPU`` (timeout + 1 s),
-  ``RLIMIT_AS`` (1 GiB), ``RLIMIT_FSIZE`` (1 MiB per file), ``RLIMIT_NPROC=1`` (with an unprivileged uid
-  the kernel refuses every fork, so fork bombs cannot start) and ``RLIMIT_CORE=0``.
-* **Bounded parent.** The result pipe is read up to 8 MiB, decoding has node, depth, size, same-hash
-  and time limits (a forged set of colliding ints is refused in milliseconds), and each call returns
-  within ``timeout_s`` plus a few seconds of reaping and decoding, whatever the child does.
-
-Residual risks (honest list):
-
-* Tests decided in the child remain forgeable by code that controls its own process (it shares the
-  interpreter with the harness and could, e.g., find the test loop through ``gc`` and rebind a cell).
-  RLVR can learn to exploit a verifier: :attr:`TestVerdict.suspicious` flags programs that define
-  ``__eq__``/``__bool__``/``__hash__`` or reach for frames, ``gc`` or ``inspect``, and the evaluation
-  and RLVR metrics count them (``suspicious_programs``), so such reward hacking is visible.
-* Placeholders are evaluated eagerly in the child: in ``assert a or b``, ``b`` is computed even when
-  ``a`` holds (its exceptions are ignored unless needed, but its side effects happen), and statements
-  after a failing parent-decided assert of the same test still run in the child.
-* A program may still read world-readable files under ``/usr`` and the Python installation (not the
-  checkout or data), and spend its CPU/memory/time limits; the tmpfs inode count is bounded only by the
-  time limit.
+The candidate cannot see, signal or trace the driver (separate pid namespaces and, for a root caller,
+separate fresh uids), every slow operation on an untrusted value runs under the driver's own limits, and
+the caller waits at most ``timeout_s`` plus a few seconds. See ``docs/sandbox.md`` for the threat model,
+the encoding, the limits and the attacks the tests cover.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import marshal
 import math
 import os
-import secrets
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ebft_repro.evaluation import _sandbox_judge as judge
-from ebft_repro.evaluation._sandbox_backend import FALLBACK_TMPFS_OPTIONS, backend, sandbox_uid
-from ebft_repro.evaluation._sandbox_flags import suspicious_features
-from ebft_repro.evaluation._sandbox_launch import run_child
-from ebft_repro.evaluation._sandbox_plan import plan_tests
-from ebft_repro.evaluation._sandbox_verdict import (  # noqa: F401 - the status names are part of this module's API
-    STATUS_ERROR,
-    STATUS_FAIL,
-    STATUS_OK,
-    STATUS_TIMEOUT,
-    STATUS_UNSUPPORTED,
-    verdict_fields,
-)
+from ebft_repro.evaluation._sandbox_backend import backend, sandbox_uid
+from ebft_repro.evaluation._sandbox_launch import PairResult, run_pair
 
-TEST_STATUSES = judge.TEST_STATUSES
+STATUS_OK = "ok"
+STATUS_FAIL = "fail"
+STATUS_UNSUPPORTED = "unsupported_type"
+STATUS_TIMEOUT = "timeout"
+STATUS_ERROR = "error"
+TEST_STATUSES = ("pass", "fail", "raised", "unsupported_type", "undecodable", "lost", "missing")
 
 _AS_LIMIT_BYTES = 1 << 30
 _FSIZE_LIMIT_BYTES = 1 << 20
-_NPROC_LIMIT = 1  # the harness process itself; any fork/clone by the (unprivileged) program fails
-_KEY_BYTES = 32
+# Processes (threads included) per sandbox: a test may start a thread; the program may use threads and
+# asyncio. Each process has its own fresh uid (root caller) or user namespace, so the count starts at 0.
+_NPROC = {"driver": 4, "candidate": 16}
+_DETAIL_CHARS = 600
+# Each child's interpreter runs this: it turns the code objects on its stdin into the modules of the
+# package it needs (the checkout is not visible in the sandbox), then calls the role's ``main``.
+_CHILD_BOOT = """import sys, marshal
+data = sys.stdin.buffer.read()
+size = int.from_bytes(data[:8], "big")
+for name, code in marshal.loads(data[8 : 8 + size]):
+    module = sys.modules[name] = type(sys)(name)
+    module.__path__ = []
+    exec(code, module.__dict__)
+sys.stdin.close()
+sys.modules[name].main(marshal.loads(data[8 + size :]), *map(int, sys.argv[1:]))
+"""
 
-# The child-side harness lives in its own file so that it can be read and linted as code; it is passed to
-# the child with ``-c`` as text, never imported here, and never written elsewhere.
-_HARNESS = (Path(__file__).parent / "_sandbox_harness.py").read_text(encoding="utf-8")
+
+@dataclass(frozen=True)
+class Program:
+    """One program and what it is judged by.
+
+    Attributes:
+        code: the untrusted program; it runs only in the candidate process.
+        tests: trusted test snippets, run in order in one namespace in the driver; each passes when it
+            runs without raising.
+        setup: trusted task code the tests may use (e.g. HumanEval's prompt, with helpers such as
+            ``poly``), run in the driver before the tests; the names it defines are the task's, not the
+            program's.
+        entry_point: a name ``setup`` also defines (a stub) that must nevertheless be the program's.
+    """
+
+    code: str
+    tests: tuple[str, ...]
+    setup: str = ""
+    entry_point: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,18 +90,12 @@ class TestVerdict:
         passed: every test passed (False when there are no tests: a vacuous pass is never rewarded).
         n_passed: tests that passed (0 on timeout).
         n_total: number of tests.
-        status: ``"ok"`` (all tests passed), ``"fail"`` (ran to the end, some test failed),
-            ``"unsupported_type"`` (ran to the end, and every test that did not pass needed a value the
-            parent cannot compare faithfully), ``"timeout"`` (wall-clock or CPU limit hit) or ``"error"``
-            (did not compile/define, crashed, exited early, hit a resource limit, or the sandbox could
-            not be set up).
+        status: ``"ok"`` (all tests passed), ``"fail"`` (some test failed), ``"unsupported_type"``
+            (every test that did not pass needed a value that cannot cross), ``"timeout"`` (the run
+            exceeded ``timeout_s``) or ``"error"`` (the program did not compile or define itself, its
+            process died mid-way, or the sandbox could not run).
         detail: short human-readable reason (per-test reasons for tests that did not pass).
-        test_statuses: per test, one of ``pass``, ``fail``, ``raised``, ``unsupported_type``,
-            ``undecodable``, ``refused``, ``missing`` (see ``_sandbox_judge.py``); empty on timeout.
-        decided_in: per test, ``"parent"`` (its asserts were evaluated by the parent on values rebuilt
-            from the child's) or ``"child"`` (part of the verdict was decided inside the sandbox).
-        suspicious: reasons the program looks like it may game the verifier (never used for the
-            verdict), e.g. ``"defines __eq__"`` or ``"frame access (_getframe)"``.
+        test_statuses: per test, one of :data:`TEST_STATUSES`; empty on timeout.
         isolation: ``"bwrap"`` or ``"fallback"`` (see ``_sandbox_backend.py``).
     """
 
@@ -129,8 +107,6 @@ class TestVerdict:
     status: str
     detail: str = ""
     test_statuses: tuple[str, ...] = ()
-    decided_in: tuple[str, ...] = ()
-    suspicious: tuple[str, ...] = ()
     isolation: str = ""
 
     @property
@@ -139,130 +115,192 @@ class TestVerdict:
         return self.n_passed / self.n_total if self.n_total else 0.0
 
 
-def run_unit_tests(code: str, tests: Sequence[str], *, timeout_s: float = 3.0) -> TestVerdict:
-    """Run ``code`` and then each test in ``tests`` in a fresh sandboxed interpreter.
+def run_unit_tests(
+    code: str, tests: Sequence[str], *, setup: str = "", entry_point: str = "", timeout_s: float = 3.0
+) -> TestVerdict:
+    """Run ``code`` in the candidate process and ``tests`` in the driver (see the module docstring).
 
     Args:
         code: the program (e.g. a generated function definition).
-        tests: Python test snippets, typically one ``assert`` statement each; run in order after ``code``
-            in the same namespace, each independently (a failing test does not stop the next one).
-        timeout_s: wall-clock limit for the child; on expiry it is killed and the verdict is
-            ``"timeout"`` with zero tests passed. The call itself returns within about ``timeout_s + 4``.
-
-    Returns:
-        The verdict, computed by the parent (see the module docstring).
+        tests: Python test snippets, typically one ``assert`` each; run in order in one namespace, each
+            independently (a failing test does not stop the next one).
+        setup: trusted task code run in the driver before the tests (see :class:`Program`).
+        entry_point: the name ``setup`` defines but the tests must take from the program.
+        timeout_s: wall-clock limit for the whole run; on expiry both processes are killed and the
+            verdict is ``"timeout"`` with zero tests passed. The call returns within about
+            ``timeout_s + 3`` seconds.
 
     Raises:
-        TypeError: if ``code`` is not a str or ``tests`` is not a sequence of str.
+        TypeError: if an argument has the wrong type.
         ValueError: if ``timeout_s`` is not positive.
     """
-    _check_program(code, tests)
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-    return _run(code, list(tests), float(timeout_s))
+    program = _as_program((code, tests, setup, entry_point))
+    _check_timeout(timeout_s)
+    return _run(program, float(timeout_s))
 
 
 def run_unit_tests_batch(
-    programs: Sequence[tuple[str, Sequence[str]]], *, timeout_s: float = 3.0, n_workers: int | None = None
+    programs: Sequence[Program | tuple], *, timeout_s: float = 3.0, n_workers: int | None = None
 ) -> list[TestVerdict]:
-    """Run many ``(code, tests)`` programs in parallel; results are in input order.
+    """Run many programs in parallel; results are in input order.
 
     Args:
-        programs: ``(code, tests)`` pairs, as for :func:`run_unit_tests`.
+        programs: :class:`Program` objects or ``(code, tests)`` pairs.
         timeout_s: per-program wall-clock limit.
-        n_workers: concurrent programs (threads, each waiting on one subprocess); default ``os.cpu_count()``.
-
-    Returns:
-        One verdict per program.
+        n_workers: concurrent programs (threads, each waiting on its two processes); default
+            ``os.cpu_count()``.
 
     Raises:
-        TypeError: if any program's code or tests have the wrong type (checked before anything runs).
+        TypeError: if any program has the wrong shape or types (checked before anything runs).
     """
-    programs = list(programs)
+    checked = []
     for index, program in enumerate(programs):
-        if not isinstance(program, tuple | list) or len(program) != 2:
-            raise TypeError(f"programs[{index}] must be a (code, tests) pair")
-        _check_program(program[0], program[1], where=f"programs[{index}]")
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-    if not programs:
+        checked.append(_as_program(program, where=f"programs[{index}]"))
+    _check_timeout(timeout_s)
+    if not checked:
         return []
     backend()  # probe (and warn) once, before the threads start
-    workers = max(1, min(n_workers or os.cpu_count() or 1, len(programs)))
+    workers = max(1, min(n_workers or os.cpu_count() or 1, len(checked)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(pool.map(lambda p: _run(p[0], list(p[1]), float(timeout_s)), programs))
+        return list(pool.map(lambda p: _run(p, float(timeout_s)), checked))
 
 
-def measure_throughput(n_programs: int = 200, *, n_workers: int | None = None) -> dict:
-    """Time :func:`run_unit_tests_batch` on a fixed mix of correct, partly wrong and looping programs.
-
-    Every 20th program loops forever (run with a 1 s timeout), the others alternate between a correct
-    and a partly wrong solution with three tests each. The verdicts are checked, so a broken sandbox
-    cannot produce a throughput number.
-
-    Args:
-        n_programs: programs to run.
-        n_workers: as for :func:`run_unit_tests_batch` (default ``os.cpu_count()``).
-
-    Returns:
-        ``{"n_programs", "seconds", "programs_per_s", "n_workers", "isolation"}``.
-
-    Raises:
-        RuntimeError: if some verdict differs from the expected one.
-    """
-    tests = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4 and add(0, 0) == 0"]
-    solutions = {
-        "ok": "def add(a, b):\n    return a + b\n",
-        "fail": "def add(a, b):\n    return a * b\n",  # only the third test holds
-        "timeout": "def add(a, b):\n    while True:\n        pass\n",
-    }
-    expected_passed = {"ok": 3, "fail": 1, "timeout": 0}
-    kinds = ["timeout" if i % 20 == 19 else ("ok" if i % 2 == 0 else "fail") for i in range(n_programs)]
-    workers = n_workers or os.cpu_count() or 1
-    start = time.perf_counter()
-    verdicts = run_unit_tests_batch([(solutions[k], tests) for k in kinds], timeout_s=1.0, n_workers=workers)
-    seconds = time.perf_counter() - start
-    for index, (kind, verdict) in enumerate(zip(kinds, verdicts)):
-        if verdict.status != kind or verdict.n_passed != expected_passed[kind]:
-            raise RuntimeError(f"program {index} ({kind}) got an unexpected verdict: {verdict}")
-    return {
-        "n_programs": n_programs,
-        "seconds": seconds,
-        "programs_per_s": n_programs / seconds if seconds > 0 else float("inf"),
-        "n_workers": workers,
-        "isolation": backend().name,
-    }
-
-
-def _check_program(code: object, tests: object, where: str = "") -> None:
+def _as_program(program: object, where: str = "") -> Program:
     prefix = f"{where}: " if where else ""
-    if not isinstance(code, str):
-        raise TypeError(f"{prefix}code must be a str, got {type(code).__name__}")
+    if not isinstance(program, Program):
+        if not isinstance(program, tuple | list) or not 2 <= len(program) <= 4:
+            raise TypeError(f"{prefix}a program must be a Program or a (code, tests) pair")
+        program = Program(*program)
+    tests = program.tests
     if isinstance(tests, str | bytes) or not isinstance(tests, Sequence):
         raise TypeError(f"{prefix}tests must be a sequence of str, got {type(tests).__name__}")
     for index, test in enumerate(tests):
         if not isinstance(test, str):
             raise TypeError(f"{prefix}tests[{index}] must be a str, got {type(test).__name__}")
+    for name in ("code", "setup", "entry_point"):
+        if not isinstance(getattr(program, name), str):
+            raise TypeError(f"{prefix}{name} must be a str, got {type(getattr(program, name)).__name__}")
+    return program if isinstance(tests, tuple) else Program(program.code, tuple(tests), *_rest(program))
 
 
-def _run(code: str, tests: list[str], timeout_s: float) -> TestVerdict:
-    deadline = time.monotonic() + timeout_s
-    plans = plan_tests(code, tests)
-    chosen = backend()
-    uid = sandbox_uid()
-    key = secrets.token_bytes(_KEY_BYTES)
-    payload = {
-        "code": code,
-        "tests": [plan.wire() for plan in plans],
-        "uid": uid,
-        "fallback": chosen.name == "fallback",
-        "ppid": os.getpid(),
-        "cpu_s": math.ceil(timeout_s) + 1,
-        "as_bytes": _AS_LIMIT_BYTES,
-        "fsize": _FSIZE_LIMIT_BYTES,
-        "nproc": _NPROC_LIMIT,
-        "tmpfs": FALLBACK_TMPFS_OPTIONS,
+def _rest(program: Program) -> tuple[str, str]:
+    return program.setup, program.entry_point
+
+
+def _check_timeout(timeout_s: float) -> None:
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _child_modules() -> dict[str, bytes]:
+    """Per role, the marshalled ``[(module name, code)]`` its interpreter runs (compiled once here)."""
+    folder = Path(__file__).parent
+    shared = [_compiled(folder, name) for name in ("_sandbox_codec", "_sandbox_confine")]
+    return {
+        role: marshal.dumps([*shared, _compiled(folder, f"_sandbox_{role}")])
+        for role in ("driver", "candidate")
     }
-    child = run_child(chosen, _HARNESS, key + marshal.dumps(payload), uid, deadline)
-    fields = verdict_fields(child, key, plans, timeout_s, bwrap=chosen.name == "bwrap")
-    return TestVerdict(**fields, suspicious=suspicious_features(code), isolation=chosen.name)
+
+
+def _compiled(folder: Path, name: str) -> tuple[str, object]:
+    path = folder / f"{name}.py"
+    return f"ebft_repro.evaluation.{name}", compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def _settings(role: str, uid: int | None, timeout_s: float, fallback: bool) -> dict:
+    limits = {
+        "RLIMIT_CPU": math.ceil(timeout_s) + 1,
+        "RLIMIT_AS": _AS_LIMIT_BYTES,
+        "RLIMIT_FSIZE": _FSIZE_LIMIT_BYTES,
+        "RLIMIT_NPROC": _NPROC[role],
+        "RLIMIT_CORE": 0,
+    }
+    return {
+        "uid": uid,
+        "fallback": fallback,
+        "ppid": os.getpid(),
+        "limits": limits,
+    }
+
+
+def _run(program: Program, timeout_s: float) -> TestVerdict:
+    deadline = time.monotonic() + timeout_s
+    chosen = backend()
+    fallback = chosen.name == "fallback"
+    uids = (sandbox_uid(), sandbox_uid())
+    inputs = {
+        "driver": {"tests": list(program.tests), "setup": program.setup, "entry_point": program.entry_point},
+        "candidate": {"code": program.code},
+    }
+    modules = _child_modules()
+    stdin = []
+    for role, uid in zip(("driver", "candidate"), uids):
+        settings = inputs[role] | {"confine": _settings(role, uid, timeout_s, fallback)}
+        stdin.append(len(modules[role]).to_bytes(8, "big") + modules[role] + marshal.dumps(settings))
+    result = run_pair(chosen, _CHILD_BOOT, tuple(stdin), uids, deadline)
+    return TestVerdict(
+        **_verdict_fields(result, len(program.tests), timeout_s, chosen.name == "bwrap"),
+        isolation=chosen.name,
+    )
+
+
+def _verdict_fields(result: PairResult, n_total: int, timeout_s: float, bwrap: bool) -> dict:
+    """The TestVerdict fields that follow from the driver's report and how both processes ended."""
+
+    def verdict(status: str, statuses: tuple[str, ...], reason: str) -> dict:
+        n_passed = statuses.count("pass")
+        detail = f"{reason}; driver stderr: {result.stderr_tail}" if result.stderr_tail else reason
+        return {
+            "passed": status == STATUS_OK and n_total > 0,
+            "n_passed": n_passed,
+            "n_total": n_total,
+            "status": status,
+            "detail": detail[:_DETAIL_CHARS],
+            "test_statuses": statuses,
+        }
+
+    if result.timed_out:
+        return verdict(STATUS_TIMEOUT, (), f"wall-clock timeout after {timeout_s:g}s")
+    try:
+        size = int.from_bytes(result.report[:8], "big")  # one message, framed as _sandbox_codec.send does
+        if len(result.report) != 8 + size:
+            raise ValueError("truncated report")
+        report = json.loads(result.report[8:])
+        statuses = tuple(report["statuses"])
+        if len(statuses) != n_total or not set(statuses) <= set(TEST_STATUSES):
+            raise ValueError("wrong statuses")
+    except (ValueError, KeyError, TypeError):
+        return verdict(
+            STATUS_ERROR, (), f"no report from the driver ({_describe_exit(result.driver_exit, bwrap)})"
+        )
+    if not report.get("defined"):
+        return verdict(STATUS_ERROR, statuses, f"the program did not run: {report.get('detail', '')}")
+    details = report.get("details") or [""] * n_total
+    reasons = "; ".join(
+        f"test {i}: {s} ({d})" for i, (s, d) in enumerate(zip(statuses, details)) if s != "pass"
+    )
+    summary = f"{statuses.count('pass')}/{n_total} passed" + (f"; {reasons}" if reasons else "")
+    if "lost" in statuses:
+        lost = _describe_exit(result.candidate_exit, bwrap)
+        return verdict(STATUS_ERROR, statuses, f"the program's process ended early ({lost}); {summary}")
+    if statuses.count("pass") == n_total:
+        status = STATUS_OK
+    elif all(s in ("pass", "unsupported_type") for s in statuses):
+        status = STATUS_UNSUPPORTED
+    else:
+        status = STATUS_FAIL
+    return verdict(status, statuses, summary)
+
+
+def _describe_exit(returncode: int | None, bwrap: bool) -> str:
+    """How a process ended (bwrap reports a child's death by signal N as exit 128+N)."""
+    if returncode is None:
+        return "still running"
+    number = -returncode if returncode < 0 else (returncode - 128 if bwrap and returncode > 128 else None)
+    if number is None:
+        return f"exited with status {returncode}"
+    try:
+        return f"killed by {signal.Signals(number).name}"
+    except ValueError:
+        return f"killed by signal {number}"

@@ -192,9 +192,13 @@ def bench_step(args: argparse.Namespace) -> Path:
 
 
 def bench_sandbox(args: argparse.Namespace) -> Path:
-    from ebft_repro.evaluation.sandbox import measure_throughput
+    from ebft_repro.experiments.bench_sandbox import compare_with_baseline, measure_throughput
 
-    result = measure_throughput(args.n_programs)
+    if args.baseline_ref:
+        result = compare_with_baseline(args.n_programs, args.baseline_ref, args.rounds)
+        result["baseline_ref"] = args.baseline_ref
+    else:
+        result = measure_throughput(args.n_programs)
     result |= {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": "python -m ebft_repro.experiments.bench " + " ".join(sys.argv[1:]),
@@ -241,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     sandbox = sub.add_parser("sandbox", help="sandboxed programs verified per second")
     sandbox.add_argument("--n-programs", type=int, default=200)
     sandbox.add_argument("--out", default=None, help="JSON path (default: results/bench/sandbox.json)")
+    sandbox.add_argument("--baseline-ref", default=None, help="git commit to measure alternately against")
+    sandbox.add_argument("--rounds", type=int, default=3, help="alternating rounds with a baseline")
     args = parser.parse_args(argv)
     if args.what == "_one":
         keys = ("seq_len", "stride", "context_len", "gen_len", "n_seqs", "device", "repeats")

