@@ -56,32 +56,30 @@ def pretraining_corpus(base: BaseModelConfig, data: DataConfig) -> list[str]:
             if ex.uid:
                 held_out.add(ex.uid)
 
-    qa = tasks.build_splits(
-        "qa_code", n_train=0, n_val=0, n_test=0, seed=data.split_seed, n_pretrain=base.n_qa_docs
-    )
-    code = tasks.build_splits(
-        "code",
-        max_files_per_split={"pretrain": base.n_code_files},
-        max_chars_per_file=data.max_chars_per_file,
-        seed=data.split_seed,
-    )
-    translation = tasks.build_splits(
-        "translation",
-        n_train=0,
-        n_val=data.n_val,
-        n_test=data.n_test,
-        seed=data.split_seed,
-        max_source_chars=data.max_source_chars,
-        n_pretrain=base.n_translation_pairs,
-    )
+    sources = pretraining_sources(base, data)
     documents = []
-    for examples in (qa["pretrain"], code["pretrain"], translation["pretrain"]):
+    for examples in sources.values():
         for ex in examples:
             if ex.prompt + ex.completion in held_out or (ex.uid and ex.uid in held_out):
                 continue
             documents.append(ex.prompt + ex.completion)
     random.Random(base.seed).shuffle(documents)
     return documents
+
+
+def pretraining_sources(base: BaseModelConfig, data: DataConfig) -> dict:
+    """Per task, the ``pretrain`` split the corpus draws from (before dropping held-out twins)."""
+    from ebft_repro import tasks
+
+    seed, chars = data.split_seed, data.max_chars_per_file
+    qa = tasks.build_splits("qa_code", n_train=0, n_val=0, n_test=0, seed=seed, n_pretrain=base.n_qa_docs)
+    caps = {"pretrain": base.n_code_files}
+    code = tasks.build_splits("code", max_files_per_split=caps, max_chars_per_file=chars, seed=seed)
+    sizes = {"n_train": 0, "n_val": data.n_val, "n_test": data.n_test, "n_pretrain": base.n_translation_pairs}
+    translation = tasks.build_splits(
+        "translation", seed=seed, max_source_chars=data.max_source_chars, **sizes
+    )
+    return {"qa_code": qa["pretrain"], "code": code["pretrain"], "translation": translation["pretrain"]}
 
 
 def train_tokenizer(documents: list[str], vocab_size: int, out_dir: Path):

@@ -5,7 +5,9 @@ boundary), ``uid`` the path relative to the stdlib root. Test folders (any path 
 ``test``, and ``idlelib/idle_test``), ``site-packages``/``dist-packages``, empty and non-UTF-8 files are
 excluded. Files are assigned to train/pretrain/validation/test (45/45/5/5) by a sha256 hash of their
 relative path, so the assignment is the same on every machine with the same Python version; ``pretrain``
-files feed the built-in base model's corpus, ``train`` files the fine-tuning.
+files feed the built-in base model's corpus, ``train`` files the fine-tuning. Validation and test files
+that near-duplicate a train or pretrain file (more than ``MAX_SHINGLE_SHARE`` of their 8-line shingles in
+one such file, :func:`ebft_repro.tasks.overlap.max_shingle_share`) are dropped.
 
 Downstream accuracy for this task is not measured on these files: as in the paper (which scores
 HumanEval after training on raw code), the evaluation code measures unit-test pass rate on the Q&A coding
@@ -21,6 +23,7 @@ import random
 import sysconfig
 from pathlib import Path
 
+from ebft_repro.tasks import overlap
 from ebft_repro.tasks.base import Example
 from ebft_repro.tasks.records import iter_mapping_records, record_skip
 
@@ -28,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 SPLIT_FRACTIONS = {"train": 0.45, "pretrain": 0.45, "validation": 0.05, "test": 0.05}
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__", "idle_test"}
+MAX_SHINGLE_SHARE = 0.5
+"""Validation/test files sharing more than this share of their 8-line shingles with one train or pretrain
+file are dropped. At Python 3.11 (4,000-character files) the shares fall in two groups, <= 0.33 and >= 0.73
+(docs/data.md), so any threshold between them drops the same files."""
 
 
 def split_of(rel_path: str) -> str:
@@ -87,8 +94,12 @@ def build_splits(
     max_chars_per_file: int | None = None,
     seed: int = 0,
     stdlib_dir: str | Path | None = None,
+    max_shingle_share: float | None = MAX_SHINGLE_SHARE,
 ) -> dict[str, list[Example]]:
     """Train/validation/test Examples of stdlib source files, disjoint by path.
+
+    Near-duplicates are dropped from validation and test before any cap, by comparing the (truncated)
+    files with every train and pretrain file, so the evaluation splits do not depend on the caps.
 
     Args:
         max_files_per_split: optional cap per split name (e.g. ``{"train": 200}``); a capped split is a
@@ -96,6 +107,8 @@ def build_splits(
         max_chars_per_file: truncate each file at a line boundary to at most this many characters.
         seed: seed of the subsampling.
         stdlib_dir: source root; default ``sysconfig.get_paths()["stdlib"]``.
+        max_shingle_share: drop validation and test files with more than this share of their 8-line
+            shingles in one train or pretrain file (:func:`near_duplicates`); None keeps them all.
 
     Returns:
         ``{"train": [...], "pretrain": [...], "validation": [...], "test": [...]}``, each sorted by path.
@@ -104,12 +117,26 @@ def build_splits(
     for rel, text in stdlib_files(stdlib_dir):
         completion = truncate_at_line(text, max_chars_per_file)
         splits[split_of(rel)].append(Example(prompt="", completion=completion, uid=rel))
+    if max_shingle_share is not None:
+        training = splits["train"] + splits["pretrain"]
+        for name in ("validation", "test"):
+            dropped = set(near_duplicates(splits[name], training, max_shingle_share))
+            logger.info("code %s: dropped %d near-duplicates %s", name, len(dropped), sorted(dropped))
+            splits[name] = [ex for ex in splits[name] if ex.uid not in dropped]
     for name, examples in splits.items():
         cap = (max_files_per_split or {}).get(name)
         if cap is not None and cap < len(examples):
             keep = set(random.Random(f"{seed}-{name}").sample(range(len(examples)), cap))
             splits[name] = [ex for i, ex in enumerate(examples) if i in keep]
     return splits
+
+
+def near_duplicates(
+    examples: list[Example], training: list[Example], max_share: float = MAX_SHINGLE_SHARE
+) -> list[str]:
+    """uids of the examples with more than ``max_share`` of their 8-line shingles in one training file."""
+    shares = overlap.max_shingle_share([ex.completion for ex in examples], [ex.completion for ex in training])
+    return [ex.uid for ex, (share, _) in zip(examples, shares) if share > max_share]
 
 
 def pretraining_documents(train_examples: list[Example]) -> list[str]:
