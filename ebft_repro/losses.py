@@ -272,6 +272,10 @@ def rlvr_loss(
         logps: (B, N, T) completion-token log-probs (with gradient).
         completion_mask: (B, N, T) True on completion tokens (through EOS).
         rewards: (B, N) verifier rewards in [0, 1].
+
+    Returns:
+        (loss, metrics); ``zero_adv_group_frac`` is the share of the B groups whose advantages are all 0 (n
+        equal rewards; with n = 1, a zero reward), which contribute no gradient.
     """
     n_prompts, n_samples, _ = logps.shape
     assert rewards.shape == (n_prompts, n_samples), (rewards.shape, logps.shape)
@@ -281,13 +285,16 @@ def rlvr_loss(
     per_token = -advantages.detach()[:, :, None] * logps * weights  # (B, N, T)
     per_seq = per_token.sum(-1) / weights.sum(-1).clamp(min=1.0)  # (B, N)
     loss = per_seq.mean()
-    zero_var = (rewards.max(dim=1).values == rewards.min(dim=1).values).float().mean()
+    if n_samples > 1:  # equal rewards: every leave-one-out advantage is 0
+        zero_adv = rewards.max(dim=1).values == rewards.min(dim=1).values  # (B,)
+    else:  # no baseline: A = r
+        zero_adv = rewards[:, 0] == 0  # (B,)
     metrics = {
         "loss": loss.detach(),
         "pg_loss": loss.detach(),
         "reward_mean": rewards.mean(),
         "reward_std": rewards.std() if rewards.numel() > 1 else rewards.new_zeros(()),
-        "frac_zero_var_groups": zero_var,
+        "zero_adv_group_frac": zero_adv.float().mean(),
         "completion_len": weights.sum(-1).mean(),
     }
     return loss, metrics

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from ebft_repro.batching import Context, autocast
-from ebft_repro.config import ExperimentConfig
+from ebft_repro.config import ExperimentConfig, LossConfig
 from ebft_repro.evaluation.downstream import downstream_eval, feature_matching_eval, validation_ce
 from ebft_repro.utils import CorruptFileError, config_hash, read_json, step_generator, write_json
 
@@ -57,7 +57,8 @@ def evaluate(ctx: Context, step: int) -> dict[str, float]:
 
 def step0_key(cfg: ExperimentConfig) -> str:
     """Everything the step-0 evaluation depends on: the base model, task, data, sampler, features, loss,
-    evaluation settings and seed, but not the method, optimizer or run length (no update has happened)."""
+    evaluation settings and seed, but not the method, optimizer, run length (no update has happened) or
+    the loss's gamma (``ce_coef``)."""
     values = cfg.to_dict()
     for name in ("method", "optim", "rlvr"):
         values.pop(name)
@@ -65,6 +66,9 @@ def step0_key(cfg: ExperimentConfig) -> str:
         k: values["train"][k] for k in ("dtype", "autocast_bf16", "lora_rank", "feature_dtype")
     }
     values["eval"].pop("every_steps")
+    # gamma weights a training loss no evaluation computes, so EBFT and its gamma = 0 control share one
+    # step-0 evaluation; set to the default (not dropped) so that keys written before this line still match
+    values["loss"]["ce_coef"] = LossConfig.ce_coef
     values["base_model"] = base_model_identity(cfg)
     return config_hash(values)
 

@@ -1,4 +1,4 @@
-"""One explicit training loop for EBFT, SFT and RLVR: ``train(cfg) -> RunResult``.
+"""One explicit training loop for EBFT (also with gamma = 0), SFT and RLVR: ``train(cfg) -> RunResult``.
 
 Each method is a short ``*_step`` that turns one batch into a loss; the loop owns the optimizer (AdamW,
 betas 0.9/0.95, clip 1.0), the schedule, evaluation, checkpoints and the files of the run. Every random draw
@@ -53,8 +53,8 @@ from ebft_repro.utils import (
 
 log = logging.getLogger(__name__)
 
-STEPS = {"ebft": ebft_step, "sft": sft_step, "rlvr": rlvr_step}
-"""One optimizer step's loss and backward for each method."""
+STEPS = {"ebft": ebft_step, "ebft_fm": ebft_step, "sft": sft_step, "rlvr": rlvr_step}
+"""One optimizer step's loss and backward for each method (``ebft_fm``: EBFT's step, under gamma = 0)."""
 
 
 @dataclass

@@ -126,6 +126,13 @@ def test_bad_values_end_in_one_line_and_exit_2(model_dirs, tmp_path, capsys, ove
     assert not (tmp_path / "run").exists()  # nothing was written
 
 
+def test_ebft_fm_with_a_ce_term_is_refused(model_dirs, tmp_path, capsys):
+    argv = _fast_train_argv(model_dirs["llama"], tmp_path / "run", method="ebft_fm")
+    assert main(argv + ["--set", "loss.ce_coef=0.03"]) == 2
+    assert "loss.ce_coef=0.03 must be 0 for method='ebft_fm'" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_overrides_combine_in_any_order_on_the_command_line(model_dirs, capsys):
     argv = ["evaluate", "--model", str(model_dirs["gpt2"]), "--task", "qa_code", "--split", "validation"]
     argv += _overrides(**SMALL_DATA, data__n_val_chunks=1, eval__n_prompts=1, eval__max_new_tokens=4)

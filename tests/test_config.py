@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,26 @@ def test_presets_are_valid_for_every_task_and_method(preset, task):
         assert cfg.task == task and cfg.method == method and cfg.preset == preset
         assert len(cfg.optim.lr_grid) == len(config.get_preset(preset, task, "ebft").optim.lr_grid)
         assert cfg.optim.schedule == ("cosine" if method == "sft" else "constant")
+
+
+@pytest.mark.parametrize("preset", config.PRESETS)
+@pytest.mark.parametrize("task", config.TASKS)
+def test_ebft_fm_is_ebft_with_gamma_zero(preset, task):
+    """The gamma = 0 control differs from EBFT in its name and loss.ce_coef only (same lr grid, same all)."""
+    ebft, control = config.get_preset(preset, task, "ebft"), config.get_preset(preset, task, "ebft_fm")
+    assert "ebft_fm" in config.METHODS and "ebft_fm" in config.CONTROLS
+    assert control.loss.ce_coef == 0.0 and ebft.loss.ce_coef > 0
+    assert control.to_dict()["loss"]["ce_coef"] == 0.0  # recorded in every run's config.json
+    assert replace(control, method="ebft", loss=ebft.loss) == ebft
+    assert control.optim.lr_grid == ebft.optim.lr_grid
+    assert control.run_name == f"{task}-ebft_fm-seed{ebft.seed}" != ebft.run_name  # its own run folders
+
+
+def test_ebft_fm_refuses_a_ce_term():
+    with pytest.raises(ValueError, match=r"loss\.ce_coef=0\.03 must be 0 for method='ebft_fm'"):
+        config.apply_overrides(config.tiny(method="ebft_fm"), ["loss.ce_coef=0.03"])
+    with pytest.raises(ValueError, match="ebft_fm"):
+        config.ExperimentConfig(method="ebft_fm")  # the default loss has gamma = 0.03
 
 
 def test_paper_preset_records_the_authors_hyperparameters():

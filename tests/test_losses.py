@@ -175,17 +175,38 @@ def test_sft_and_rlvr_losses_hand_computed():
         torch.tensor([[-1.0, -3.0], [-2.0, -10.0]]), torch.tensor([[True, True], [True, False]])
     )
     assert loss.item() == pytest.approx(2.0)  # (1 + 3 + 2) / 3
-    # rewards [1, 0, 0, 1]: LOO baselines [1/3, 2/3, 2/3, 1/3] -> A = [2/3, -2/3, -2/3, 2/3]
-    logps = torch.full((1, 4, 2), -1.0)
-    loss, metrics = rlvr_loss(
-        logps, torch.ones(1, 4, 2, dtype=torch.bool), torch.tensor([[1.0, 0.0, 0.0, 1.0]])
-    )
-    assert loss.item() == pytest.approx(0.0, abs=1e-6)  # sum_j A_j = 0 with equal log-probs
-    assert metrics["frac_zero_var_groups"].item() == 0.0 and metrics["reward_mean"].item() == 0.5
-    logps = torch.tensor([[[-1.0], [-2.0], [-3.0], [-4.0]]])
+    # rewards [1, 0, 0, 1]: LOO baselines [1/3, 2/3, 2/3, 1/3] -> A = [2/3, -2/3, -2/3, 2/3]. The loss is
+    # 0 here whatever A is (sum_j A_j = 0), so the gradient is what is checked:
+    # d loss / d logp_(j,t) = -A_j / (T * B * N) = -A_j / 8 (the last token of sample 1 is masked out)
+    logps = torch.full((1, 4, 2), -1.0, requires_grad=True)
+    mask = torch.tensor([[[True, True], [True, False], [True, True], [True, True]]])
+    loss, metrics = rlvr_loss(logps, mask, torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
+    loss.backward()
+    third = 1 / 3
+    expected = torch.tensor([[[-third / 4] * 2, [third / 2, 0.0], [third / 4] * 2, [-third / 4] * 2]])
+    torch.testing.assert_close(logps.grad, expected)  # T = 1 for sample 1: -A_1 / (1 * 4) = 1/6
+    assert (logps.grad[0, [0, 3]] < 0).all()  # descent raises the log-probs of the rewarded samples
+    assert metrics["zero_adv_group_frac"].item() == 0.0 and metrics["reward_mean"].item() == 0.5
+    logps = torch.tensor([[[-1.0], [-2.0], [-3.0], [-4.0]]], requires_grad=True)
     loss, _ = rlvr_loss(logps, torch.ones(1, 4, 1, dtype=torch.bool), torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
-    # mean_j -A_j * logp_j = (2/3 * 1 - 2/3 * 2 - 2/3 * 3 + 2/3 * 4) / 4 = 0
-    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    # mean_j -A_j * logp_j = (2/3 * 1 - 2/3 * 2 - 2/3 * 3 + 2/3 * 4) / 4 = 0; gradient -A_j / 4
+    loss.backward()
+    torch.testing.assert_close(logps.grad, torch.tensor([[[-1 / 6], [1 / 6], [1 / 6], [-1 / 6]]]))
     loss, _ = rlvr_loss(logps, torch.ones(1, 4, 1, dtype=torch.bool), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     # baselines [0, 1/3, 1/3, 1/3] -> A = [1, -1/3, -1/3, -1/3]; mean -A*logp = (1 - 2/3 - 1 - 4/3) / 4 = -0.5
     assert loss.item() == pytest.approx(-0.5)
+
+
+def test_rlvr_zero_advantage_group_fraction():
+    # groups of n = 2: [1, 1] and [0, 0] have equal rewards (A = 0, no gradient), [0, 1] does not -> 2/3
+    rewards = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    logps = torch.full((3, 2, 2), -1.0, requires_grad=True)
+    _, metrics = rlvr_loss(logps, torch.ones(3, 2, 2, dtype=torch.bool), rewards)
+    assert metrics["zero_adv_group_frac"].item() == pytest.approx(2 / 3)
+    _, metrics = rlvr_loss(logps, torch.ones(3, 2, 2, dtype=torch.bool), torch.tensor([[0.5, 0.5]] * 3))
+    assert metrics["zero_adv_group_frac"].item() == 1.0  # fractional rewards, all equal
+    # n = 1 has no baseline (A = r): only a zero reward gives no gradient -> 1/2
+    _, metrics = rlvr_loss(
+        torch.full((2, 1, 1), -1.0), torch.ones(2, 1, 1, dtype=torch.bool), torch.tensor([[0.0], [1.0]])
+    )
+    assert metrics["zero_adv_group_frac"].item() == 0.5

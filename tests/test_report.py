@@ -193,3 +193,53 @@ def test_summary_flags_learning_rate_picks_on_a_grid_edge():
     assert "may lie below it" in text and "| — |" in text  # no base score recorded
     high = lr_picks_markdown({"qa_code-ebft": entry(1e-4, False) | {"base_validation": 0.0}})
     assert "picked the highest rate tried, 0.0001; the optimum may lie above it" in high
+
+
+def test_retained_share_hand_computed():
+    from ebft_repro.experiments.controls import retained_share
+
+    # accuracy: base 0.10, EBFT 0.30, EBFT gamma=0 0.25 -> (0.25 - 0.10) / (0.30 - 0.10) = 0.75
+    assert retained_share(0.10, 0.30, 0.25) == pytest.approx(0.75)
+    # CE (lower is better, no orientation needed): base 2.0, EBFT 1.5, gamma=0 1.9 -> -0.1 / -0.5 = 0.2
+    assert retained_share(2.0, 1.5, 1.9) == pytest.approx(0.2)
+    assert retained_share(2.0, 1.5, 2.1) == pytest.approx(-0.2)  # the control moves the other way
+    # n/a when |EBFT - base| <= 1% of |base|: 0.015 <= 0.02 (n/a); 0.03 > 0.02 (defined)
+    assert math.isnan(retained_share(2.0, 2.015, 1.9))
+    assert retained_share(2.0, 1.97, 1.985) == pytest.approx(0.5)
+    assert math.isnan(retained_share(0.0, 0.0, 0.1))  # no effect at all
+    assert math.isnan(retained_share(0.1, float("nan"), 0.2))
+
+
+def test_control_shares_reach_the_summary_markdown():
+    from ebft_repro.experiments.controls import control_shares
+    from ebft_repro.experiments.summary_md import controls_markdown, summary_markdown
+
+    means = [  # task, method, accuracy, val CE
+        ("qa_code", "base", 0.10, 2.0), ("qa_code", "ebft", 0.30, 1.5), ("qa_code", "sft", 0.40, 1.0),
+        ("qa_code", "ebft_fm", 0.25, 1.9), ("translation", "base", 5.0, 3.0),
+        ("translation", "ebft", 5.01, 2.0), ("translation", "ebft_fm", 6.0, 2.5),
+        ("code", "base", 0.1, 1.0), ("code", "ebft", 0.2, 0.9),
+    ]  # fmt: skip
+    rows = [
+        {"task": task, "method": method, "n_seeds": 3, "lr": 1e-4,
+         "bleu" if task == "translation" else "pass@1": accuracy, "val_ce": ce}
+        for task, method, accuracy, ce in means
+    ]  # fmt: skip
+    summary = pd.DataFrame(rows)
+    shares = {(r["task"], r["metric"]): r["share"] for r in control_shares(summary)}
+    metrics = {
+        ("qa_code", "pass@1"),
+        ("qa_code", "val_ce"),
+        ("translation", "bleu"),
+        ("translation", "val_ce"),
+    }
+    assert set(shares) == metrics  # code has no ebft_fm run
+    assert shares["qa_code", "pass@1"] == pytest.approx(0.75)
+    assert shares["qa_code", "val_ce"] == pytest.approx(0.2)
+    assert math.isnan(shares["translation", "bleu"])  # EBFT's BLEU change 0.01 <= 1% of 5.0
+    assert shares["translation", "val_ce"] == pytest.approx(0.5)
+    text = controls_markdown(control_shares(summary))
+    assert "| qa_code | pass@1 | 0.1 | 0.3 | 0.25 | 75% |" in text
+    assert "| translation | bleu | 5 | 5.01 | 6 | n/a |" in text and "≤ 1% of |base|" in text
+    assert controls_markdown(control_shares(summary[summary["method"] != "ebft_fm"])) == ""
+    assert "| qa_code | ebft_fm (EBFT, γ=0) | 3 |" in summary_markdown(summary, ["pass@1"], "cpu")

@@ -3,7 +3,9 @@
 import math
 
 import pandas as pd
+import pytest
 
+from ebft_repro.config import METHODS, PRESETS
 from ebft_repro.experiments.runner import aggregate, extend_grid, reproduce, select_lr
 from ebft_repro.utils import read_json
 
@@ -112,3 +114,39 @@ def test_an_edge_pick_extends_the_grid_and_is_recorded(model_dirs, tmp_path, mon
     assert len(entry["extended_with"]) == 1 and math.isclose(entry["extended_with"][0], 1e-4 / 3)
     assert len(entry["grid"]) == 4 and entry["picked"] == min(entry["grid"]) and entry["interior"] is False
     assert len(list((out / "runs").glob("qa_code-sft-seed0-lr*/summary.json"))) == 4
+
+
+def test_ebft_fm_has_its_own_runs_and_a_summary_section(model_dirs, tmp_path):
+    fast = [o for o in FAST if not o.startswith("optim.lr_grid")] + [f"model={model_dirs['llama']}"]
+    run = dict(tasks=["qa_code"], methods=["ebft", "ebft_fm"], seeds=[0], out_dir=tmp_path, lr_sweep=False)
+    out = reproduce("tiny", overrides=fast, **run)
+    runs = {p.parent.name: read_json(p) for p in (out / "runs").glob("*/summary.json")}
+    assert set(runs) == {"qa_code-ebft-seed0", "qa_code-ebft_fm-seed0"}
+    assert runs["qa_code-ebft_fm-seed0"]["config"]["loss"]["ce_coef"] == 0.0  # gamma is recorded
+    assert runs["qa_code-ebft-seed0"]["config"]["loss"]["ce_coef"] == 0.03
+    # gamma changes no evaluation: the second run reads the first one's step-0 evaluation
+    assert sorted(run["step0_eval_reused"] for run in runs.values()) == [False, True]
+    assert list(pd.read_csv(out / "summary.csv")["method"]) == ["base", "ebft", "ebft_fm"]
+    text = (out / "summary.md").read_text()
+    assert "## Feature matching alone: EBFT with γ = 0 (`ebft_fm`)" in text
+    assert "| qa_code | pass@1 |" in text and "| qa_code | val_ce |" in text
+    assert "| qa_code | ebft_fm (EBFT, γ=0) | 1 |" in text
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_reproduce_runs_every_method_by_default(preset, tmp_path, monkeypatch):
+    import ebft_repro.experiments.runner as runner
+    from ebft_repro.trainer import RunResult
+
+    seen = []
+
+    def fake_train(cfg, **kwargs):
+        seen.append((cfg.method, cfg.loss.ce_coef))
+        return RunResult(None, {"final": {}}, [])
+
+    monkeypatch.setattr(runner, "train", fake_train)
+    monkeypatch.setattr(runner, "base_validation", lambda *args, **kwargs: {})
+    monkeypatch.setattr(runner, "aggregate", lambda *args, **kwargs: None)
+    runner.run_reproduction(preset, tasks=["qa_code"], seeds=[0], out_dir=tmp_path)
+    assert {method for method, _ in seen} == set(METHODS) and "ebft_fm" in METHODS
+    assert {gamma for method, gamma in seen if method == "ebft_fm"} == {0.0}

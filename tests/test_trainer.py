@@ -176,3 +176,30 @@ def test_base_validation_is_what_a_run_with_zero_learning_rate_scores(model_dirs
     assert base_validation(cfg, tmp_path) == base and len(list(tmp_path.glob("*-validation-step*.json"))) == 1
     moved = train(replace(cfg, optim=replace(cfg.optim, lr=1e-2))).summary["final"]
     assert moved["val_chrf"] != base["val_chrf"]  # the comparison sees training
+
+
+def test_ebft_fm_is_the_ebft_step_without_the_ce_term(model_dirs):
+    """The gamma = 0 control: same rollouts and advantages as EBFT at step 0, and no CE in its loss."""
+    assert trainer_module.STEPS["ebft_fm"] is ebft.ebft_step
+
+    def step_metrics(method: str) -> dict:
+        ctx = build_context(fast_config(model_dirs["llama"], method=method))
+        return trainer_module.STEPS[method](ctx, 0)
+
+    full, control = step_metrics("ebft"), step_metrics("ebft_fm")
+    assert control["pg_loss"] == pytest.approx(full["pg_loss"]) and control["ce_loss"] == full["ce_loss"]
+    assert control["loss"] == control["pg_loss"]  # the CE is measured, not trained on
+    assert full["loss"] == pytest.approx(full["pg_loss"] + 0.03 * full["ce_loss"], rel=1e-5)
+    assert full["ce_loss"] > 0.1  # so the line above tells 0.03 from 0
+
+
+def test_rlvr_metrics_rows_record_the_share_of_zero_advantage_groups(model_dirs, tmp_path):
+    from ebft_repro.utils import read_jsonl
+
+    cfg = fast_config(model_dirs["llama"], method="rlvr")
+    train(cfg, run_dir=tmp_path)
+    rows = [row for row in read_jsonl(tmp_path / "metrics.jsonl") if row["kind"] == "train"]
+    assert len(rows) == cfg.train.n_steps
+    for row in rows:  # a share of the step's prompts_per_step groups
+        share = row["zero_adv_group_frac"] * cfg.rlvr.prompts_per_step
+        assert 0 <= row["zero_adv_group_frac"] <= 1 and share == pytest.approx(round(share))

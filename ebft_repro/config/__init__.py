@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ebft_repro.config.choices import (
     ARCHITECTURES,
+    CONTROLS,
     DEVICES,
     DTYPES,
     KL_ESTIMATORS,
@@ -48,6 +49,7 @@ from ebft_repro.config.sections import (
 
 __all__ = [
     "ARCHITECTURES",
+    "CONTROLS",
     "DEVICES",
     "DTYPES",
     "KL_ESTIMATORS",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 
 TASKS = ("qa_code", "code", "translation")
-METHODS = ("ebft", "sft", "rlvr")
+METHODS = ("ebft", "sft", "rlvr", "ebft_fm")
+"""``ebft_fm``: EBFT with ``loss.ce_coef`` (gamma) = 0, feature matching alone; a control for how much of
+EBFT's effect comes from its gamma * CE term (issue 27). It trains through the EBFT step."""
+CONTROLS = ("ebft_fm",)
+"""Methods that are controls of EBFT rather than the paper's baselines: no claim of the paper names them."""
 PRESETS = ("tiny", "cpu", "small", "paper")
 WHITENINGS = ("none", "sample", "feature")
 """Reward whitening (spec 2.1): none, the authors' n x n operator on rollouts, or the paper's D x D map."""

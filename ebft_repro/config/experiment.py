@@ -60,6 +60,11 @@ class ExperimentConfig:
         _check_positive(self, "seed", allow_zero=True)
         if not self.model.strip():
             raise ValueError("model='' must be builtin:<preset>, a local directory or a hub name")
+        if self.method == "ebft_fm" and self.loss.ce_coef != 0:
+            raise ValueError(
+                f"loss.ce_coef={self.loss.ce_coef} must be 0 for method='ebft_fm' (feature matching alone);"
+                " use method='ebft' for gamma > 0"
+            )
         if self.loss.kl_coef > 0 and self.featurizer.feature_model is not None:
             raise ValueError(
                 "loss.kl_coef > 0 takes the frozen initial policy (the feature network) as the KL reference;"

@@ -17,8 +17,14 @@ from ebft_repro.config.sections import (
 )
 
 
+def _method_loss(method: str, loss: LossConfig | None = None) -> LossConfig:
+    """The preset's loss section; ``ebft_fm`` (feature matching alone) gets EBFT's with ``ce_coef`` = 0."""
+    loss = loss or LossConfig()
+    return replace(loss, ce_coef=0.0) if method == "ebft_fm" else loss
+
+
 def _method_defaults(cfg: ExperimentConfig, lr_grids: dict[str, tuple[float, ...]]) -> ExperimentConfig:
-    """SFT uses a cosine schedule (spec section 8); EBFT and RLVR constant after warmup (spec 4.3)."""
+    """SFT uses a cosine schedule (spec section 8); EBFT, ebft_fm and RLVR constant after warmup (4.3)."""
     grid = lr_grids[cfg.method]
     schedule = "cosine" if cfg.method == "sft" else "constant"
     return replace(cfg, optim=replace(cfg.optim, lr=grid[0], lr_grid=grid, schedule=schedule))
@@ -43,12 +49,13 @@ def tiny(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experime
         seed=seed,
         preset="tiny",
         model="builtin:tiny",
+        loss=_method_loss(method),
         data=DataConfig(seq_len=128, n_train=1500, n_val=32, n_test=32, n_val_chunks=8),
         train=TrainConfig(n_steps=16, chunks_per_step=2, checkpoint_every_steps=8),
         eval=EvalConfig(every_steps=8, n_prompts=16, n_samples=4, max_new_tokens=40, n_fm_chunks=2),
         rlvr=RLVRConfig(prompts_per_step=2, max_new_tokens=40),
     )
-    grids = {"ebft": (3e-4, 1e-3), "sft": (3e-4, 1e-3), "rlvr": (3e-4, 1e-3)}
+    grids = {"ebft": (3e-4, 1e-3), "ebft_fm": (3e-4, 1e-3), "sft": (3e-4, 1e-3), "rlvr": (3e-4, 1e-3)}
     return _method_defaults(_task_defaults(cfg), grids)
 
 
@@ -56,7 +63,7 @@ def cpu(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experimen
     """Evidence on 2 CPU cores (docs/cpu.md): a ~4.5M-parameter base pretrained here, L=128, 3 seeds.
 
     Sized so that the base model is off the floor of every metric (Q&A pass@1 on 128 test problems x 4
-    samples, BLEU on 128 test pairs) and the whole comparison (base model, 3 tasks x 3 methods, a
+    samples, BLEU on 128 test pairs) and the whole comparison (base model, 3 tasks x 4 methods, a
     3-point learning-rate grid on seed 0, seeds 1-2 at the pick) fits an afternoon on a laptop.
     """
     cfg = ExperimentConfig(
@@ -65,6 +72,7 @@ def cpu(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experimen
         seed=seed,
         preset="cpu",
         model="builtin:cpu",
+        loss=_method_loss(method),
         base=BaseModelConfig(
             vocab_size=4096,
             hidden_size=256,
@@ -87,7 +95,8 @@ def cpu(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experimen
     if task == "translation":  # BLEU/chrF are computed on one sample per prompt
         cfg = replace(cfg, eval=replace(cfg.eval, n_samples=1))
     grid = (1e-4, 3e-4, 1e-3)
-    return _method_defaults(_task_defaults(cfg), {"ebft": grid, "sft": grid, "rlvr": grid})
+    grids = {"ebft": grid, "ebft_fm": grid, "sft": grid, "rlvr": grid}
+    return _method_defaults(_task_defaults(cfg), grids)
 
 
 def small(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> ExperimentConfig:
@@ -98,6 +107,7 @@ def small(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experim
         seed=seed,
         preset="small",
         model="builtin:small",
+        loss=_method_loss(method),
         base=BaseModelConfig(
             vocab_size=8192,
             hidden_size=512,
@@ -119,7 +129,7 @@ def small(task: str = "qa_code", method: str = "ebft", seed: int = 0) -> Experim
         eval=EvalConfig(every_steps=25, n_prompts=128, n_samples=4, max_new_tokens=128, n_fm_chunks=8),
         rlvr=RLVRConfig(prompts_per_step=16, max_new_tokens=128),
     )
-    grids = {"ebft": (1e-5, 3e-5), "sft": (1e-5, 3e-5), "rlvr": (1e-5, 3e-5)}
+    grids = {"ebft": (1e-5, 3e-5), "ebft_fm": (1e-5, 3e-5), "sft": (1e-5, 3e-5), "rlvr": (1e-5, 3e-5)}
     return _method_defaults(_task_defaults(cfg), grids)
 
 
@@ -139,7 +149,9 @@ def paper(task: str = "qa_code", method: str = "ebft", seed: int = 43) -> Experi
         model=model,
         data=DataConfig(seq_len=1024, n_train=100_000, n_val=128, n_test=128, n_val_chunks=128),
         sampler=SamplerConfig(stride=8, context_len=8, gen_len=8, n_samples=4, temperature=0.6, top_p=1.0),
-        loss=LossConfig(alignment_coef=1.0, diversity_coef=1.0, ce_coef=0.03, whitening="sample"),
+        loss=_method_loss(
+            method, LossConfig(alignment_coef=1.0, diversity_coef=1.0, ce_coef=0.03, whitening="sample")
+        ),
         train=TrainConfig(
             n_steps=1000,
             chunks_per_step=16,
@@ -150,7 +162,7 @@ def paper(task: str = "qa_code", method: str = "ebft", seed: int = 43) -> Experi
         eval=EvalConfig(every_steps=50, n_prompts=128, n_samples=4, max_new_tokens=512, n_fm_chunks=128),
         rlvr=RLVRConfig(prompts_per_step=16, max_new_tokens=512),
     )
-    grids = {"ebft": (1e-6,), "sft": (5e-6,), "rlvr": (1e-6,)}
+    grids = {"ebft": (1e-6,), "ebft_fm": (1e-6,), "sft": (5e-6,), "rlvr": (1e-6,)}
     return _method_defaults(_task_defaults(cfg), grids)
 
 

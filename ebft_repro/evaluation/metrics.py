@@ -141,6 +141,31 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="13a").score)
 
 
+def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> list[list[int]]:
+    """Per sentence, BLEU's sufficient statistics ``[hyp_len, ref_len, match_1..4, total_1..4]``.
+
+    Corpus BLEU is a function of their sums (:func:`bleu_from_statistics`), so a bootstrap can resample
+    sentences without re-tokenizing. Same tokenization as :func:`corpus_bleu`.
+
+    Raises:
+        ValueError: if the inputs are empty or have different lengths.
+    """
+    from sacrebleu.metrics import BLEU
+
+    _check_pairs(hypotheses, references)
+    rows = BLEU(tokenize="13a")._extract_corpus_statistics(list(hypotheses), [list(references)])
+    return [[int(value) for value in row] for row in rows]
+
+
+def bleu_from_statistics(rows: Sequence[Sequence[int]]) -> float:
+    """Corpus BLEU (0-100) of the sentences whose :func:`bleu_statistics` are ``rows`` (summed)."""
+    from sacrebleu.metrics import BLEU
+
+    totals = [sum(column) for column in zip(*rows)]
+    score = BLEU.compute_bleu(totals[2:6], totals[6:10], totals[0], totals[1], smooth_method="exp")
+    return float(score.score)
+
+
 def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2), 0-100.
 

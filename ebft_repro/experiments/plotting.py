@@ -8,10 +8,10 @@ from pathlib import Path
 from ebft_repro.evaluation.downstream import primary_metric
 from ebft_repro.utils import read_jsonl
 
-METHOD_COLORS = {"ebft": "#d62728", "sft": "#1f77b4", "rlvr": "#2ca02c"}
-METHOD_LABELS = {"ebft": "EBFT", "sft": "SFT", "rlvr": "RLVR"}
-METHOD_MARKERS = {"ebft": "o", "sft": "s", "rlvr": "^"}
-METHOD_LINES = {"ebft": "-", "sft": "--", "rlvr": ":"}
+METHOD_COLORS = {"ebft": "#d62728", "sft": "#1f77b4", "rlvr": "#2ca02c", "ebft_fm": "#ff7f0e"}
+METHOD_LABELS = {"ebft": "EBFT", "sft": "SFT", "rlvr": "RLVR", "ebft_fm": "EBFT γ=0 (FM only)"}
+METHOD_MARKERS = {"ebft": "o", "sft": "s", "rlvr": "^", "ebft_fm": "D"}
+METHOD_LINES = {"ebft": "-", "sft": "--", "rlvr": ":", "ebft_fm": "-."}
 """Distinct markers and dashes, so a method whose line coincides with another's stays visible."""
 METRIC_LABELS = {
     "pass@1": "pass@1 (test)",

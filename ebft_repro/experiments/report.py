@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ebft_repro.evaluation.downstream import primary_metric
+from ebft_repro.experiments.controls import method_cell
 from ebft_repro.utils import CorruptFileError, read_json
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
@@ -298,7 +299,8 @@ def task_summary(out_dir: Path, task: str):
     rows = []
     for _, row in summary.iterrows():
         cells = {metric: summary_cell(row, metric) for metric in metrics}
-        rows.append({"method": row["method"], "seeds": int(row["n_seeds"]), "lr": lr_cell(row["lr"])} | cells)
+        method = method_cell(row["method"])
+        rows.append({"method": method, "seeds": int(row["n_seeds"]), "lr": lr_cell(row["lr"])} | cells)
     return pd.DataFrame(rows).set_index("method")
 
 

@@ -20,8 +20,14 @@ from pathlib import Path
 
 from ebft_repro.config import METHODS, TASKS, apply_overrides, get_preset
 from ebft_repro.evaluation.downstream import primary_metric
+from ebft_repro.experiments.controls import control_shares
 from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame
-from ebft_repro.experiments.summary_md import lr_picks_markdown, summary_markdown, verdicts_markdown
+from ebft_repro.experiments.summary_md import (
+    controls_markdown,
+    lr_picks_markdown,
+    summary_markdown,
+    verdicts_markdown,
+)
 from ebft_repro.run_eval import STEP0_DIR, base_validation
 from ebft_repro.trainer import train
 from ebft_repro.utils import (
@@ -300,6 +306,7 @@ def aggregate(out_dir: Path, selection: dict | None = None):
     with atomic_path(out_dir / "verdicts.csv") as tmp:
         claims.to_csv(tmp, index=False)
     text = summary_markdown(summary, metrics, out_dir.name) + verdicts_markdown(claims)
+    text += controls_markdown(control_shares(summary))
     text += lr_picks_markdown(selection or {})
     write_text_atomic(out_dir / "summary.md", text)
     plot_comparison(out_dir, runs)

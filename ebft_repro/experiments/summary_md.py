@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from ebft_repro.experiments.controls import MIN_RELATIVE_EFFECT, method_cell
 from ebft_repro.experiments.report import lr_cell, summary_cell
 
 
@@ -88,6 +89,30 @@ def _edge_reading(entry: dict) -> str:
     )
 
 
+def controls_markdown(shares: list[dict]) -> str:
+    """The gamma = 0 control's share of EBFT's effect (:func:`ebft_repro.experiments.controls.control_shares`
+    rows), as Markdown; empty without ``ebft_fm`` runs."""
+    if not shares:
+        return ""
+    lines = [
+        "",
+        "## Feature matching alone: EBFT with γ = 0 (`ebft_fm`)",
+        "",
+        "EBFT's loss adds γ·CE on the training chunks, so its CE advantage may be that term's. `ebft_fm`",
+        "trains the same way with γ = 0. `share` = (EBFT γ=0 − base) / (EBFT − base) on the seed means: the",
+        "part of EBFT's change from the base model that feature matching alone keeps (1: all, 0: none).",
+        f"n/a: EBFT's change is about 0 (|EBFT − base| ≤ {MIN_RELATIVE_EFFECT:.0%} of |base|).",
+        "",
+        "| task | metric | base | EBFT | EBFT γ=0 | share |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in shares:
+        share = "n/a" if math.isnan(row["share"]) else f"{row['share']:.0%}"
+        values = " | ".join(f"{row[k]:.4g}" for k in ("base", "ebft", "ebft_fm"))
+        lines.append(f"| {row['task']} | {row['metric']} | {values} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
 def verdicts_markdown(claims) -> str:
     """The paper's claims at this scale, as Markdown (:func:`~ebft_repro.experiments.report.claims_table`)."""
     columns = ["claim", "task", "EBFT", "baseline", "verdict", "evidence", "seeds to settle"]
@@ -136,7 +161,7 @@ def summary_markdown(summary, metrics: list[str], preset: str) -> str:
     for _, row in summary.iterrows():
         cells = [summary_cell(row, metric) for metric in shown]
         lines.append(
-            f"| {row['task']} | {row['method']} | {row['n_seeds']} | {lr_cell(row['lr'])} | "
+            f"| {row['task']} | {method_cell(row['method'])} | {row['n_seeds']} | {lr_cell(row['lr'])} | "
             + " | ".join(cells)
             + " |"
         )
