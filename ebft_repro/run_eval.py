@@ -22,8 +22,9 @@ STEP0_DIR = "_step0"
 """The runner's folder, next to its run folders, of cached step-0 evaluations (the base model)."""
 
 
-def evaluate(ctx: Context, step: int) -> dict[str, float]:
-    """Validation CE, feature matching and downstream accuracy at ``step``."""
+def evaluate(ctx: Context, step: int, records: dict | None = None) -> dict[str, float]:
+    """Validation CE, feature matching and downstream accuracy at ``step``; with ``records`` (a dict),
+    also the per-prompt outcomes of the test prompts (:func:`downstream_eval`)."""
     cfg = ctx.cfg
     with autocast(ctx):
         metrics = validation_ce(ctx.policy, ctx.val_chunks)
@@ -42,6 +43,7 @@ def evaluate(ctx: Context, step: int) -> dict[str, float]:
             ctx.eval_examples,
             cfg.eval,
             generator=step_generator(cfg.seed, step, STREAM_EVAL),
+            records=records,
         )
         if step == cfg.train.n_steps and ctx.val_examples:  # for learning-rate selection, never for reporting
             val = downstream_eval(
@@ -73,24 +75,35 @@ def step0_key(cfg: ExperimentConfig) -> str:
     return config_hash(values)
 
 
-def evaluate_step0(ctx: Context, cache: Path | None, *, reuse: bool) -> tuple[dict[str, float], bool]:
+def evaluate_step0(
+    ctx: Context, cache: Path | None, *, reuse: bool, records: dict | None = None
+) -> tuple[dict[str, float], bool]:
     """The step-0 evaluation, shared by every run that starts from the same base under the same evaluation.
 
     Every method and learning rate of a (task, seed) starts from the same weights and evaluates with the
     same random streams, so their step-0 metrics are identical; the first run computes them into ``cache``
-    and the others read them. Returns the metrics and whether they were reused.
+    (and the per-prompt ``records`` beside it, ``<cache>.prompts.json``) and the others read them. Returns
+    the metrics and whether they were reused.
     """
-    if cache is not None and reuse and cache.exists():
+    records_cache = cache.with_suffix(".prompts.json") if cache is not None else None
+    wanted = [cache] + ([records_cache] if records is not None else [])
+    if cache is not None and reuse and all(path.exists() for path in wanted):
         try:
             metrics = read_json(cache)
+            if records is not None:
+                records |= read_json(records_cache)
         except CorruptFileError as err:
             log.warning("%s; recomputing the step-0 evaluation", err)
         else:
             log.info("%s: step-0 evaluation reused from %s", ctx.cfg.run_name, cache)
             return metrics, True
-    metrics = evaluate(ctx, 0)
+    fresh: dict = {}
+    metrics = evaluate(ctx, 0, fresh)
+    if records is not None:
+        records |= fresh
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(records_cache, fresh)
         write_json(cache, metrics)
     return metrics, False
 

@@ -213,17 +213,19 @@ def _run_loop(
     )
     for step in bar:
         if step % cfg.eval.every_steps == 0 or step == cfg.train.n_steps:
-            started = time.time()
+            started, prompts = time.time(), {}
             if main and step == 0:  # only rank 0 evaluates; the others wait
                 cache = (
                     step0_cache / f"{cfg.task}-seed{cfg.seed}-{step0_key(cfg)}.json" if step0_cache else None
                 )
-                metrics, reused = evaluate_step0(ctx, cache, reuse=reuse_step0)
+                metrics, reused = evaluate_step0(ctx, cache, reuse=reuse_step0, records=prompts)
                 state.cost["step0_eval_reused"] = reused
             elif main:
-                metrics = evaluate(ctx, step)
+                metrics = evaluate(ctx, step, prompts)
             if main:
                 check_finite(metrics, run_name=cfg.run_name, step=step, what="the evaluation")
+                # per-prompt outcomes first: a finished run's last row is its final evaluation
+                state.rows.append({"step": step, "kind": "prompts", **prompts})
                 state.rows.append({"step": step, "kind": "eval", **metrics})
             distributed.barrier()
             state.cost["eval_s"] += time.time() - started

@@ -196,7 +196,7 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
     disable = bool(os.environ.get("CI")) or not sys.stderr.isatty()
     if os.environ.get("EBFT_PROGRESS") == "1":
         disable = False
-    return tqdm(iterable, disable=disable, dynamic_ncols=True, leave=False, **kwargs)
+    return tqdm(iterable, disable=disable, dynamic_ncols=True, **({"leave": False} | kwargs))
 
 
 def git_commit() -> str | None:

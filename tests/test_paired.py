@@ -108,3 +108,24 @@ def test_bleu_from_summed_sentence_statistics_is_sacrebleus_corpus_bleu():
     worse = bleu_statistics(["the", "dog", "in the", "xyz"], refs)
     interval = paired_interval([rows], [worse], bleu_from_statistics, n_boot=200)
     assert interval.difference == pytest.approx(corpus_bleu(hyps, refs) - bleu_from_statistics(worse))
+
+
+def test_translation_records_give_each_directions_corpus_bleu():
+    from ebft_repro.evaluation.downstream import translation_records, translation_scores
+    from ebft_repro.tasks.base import Example
+
+    pairs = [
+        ("es-en", "the cat sat on the mat", "the cat is on the mat"),
+        ("es-en", "a dog barked", "a big dog barked loudly"),
+        ("en-es", "el gato está en la alfombra", "el gato está sobre la alfombra"),
+        ("en-es", "hola mundo", "hola a todo el mundo"),
+    ]
+    examples = [
+        Example(prompt="", completion=ref, direction=d, uid=str(i)) for i, (d, _, ref) in enumerate(pairs)
+    ]
+    samples = [hyp for _, hyp, _ in pairs]
+    records, scores = translation_records(examples, samples), translation_scores(examples, samples)
+    assert records["directions"] == [d for d, _, _ in pairs]
+    for direction in ("es-en", "en-es"):
+        rows = [row for row, d in zip(records["bleu_stats"], records["directions"]) if d == direction]
+        assert bleu_from_statistics(rows) == pytest.approx(scores[f"bleu_{direction}"])

@@ -193,7 +193,9 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(model_dirs, tmp_path, m
 
 def test_a_non_finite_evaluation_never_reaches_a_summary(model_dirs, tmp_path, monkeypatch):
     real = run_eval.evaluate  # the step-0 evaluation (run_eval.evaluate_step0) calls it from run_eval
-    monkeypatch.setattr(run_eval, "evaluate", lambda ctx, step: real(ctx, step) | {"val_ce": float("inf")})
+    monkeypatch.setattr(
+        run_eval, "evaluate", lambda ctx, step, *rest: real(ctx, step, *rest) | {"val_ce": float("inf")}
+    )
     with pytest.raises(FloatingPointError, match=r"evaluation at step 0.*val_ce=inf"):
         train(fast_config(model_dirs["llama"], method="sft"), run_dir=tmp_path)
     assert not (tmp_path / "summary.json").exists()

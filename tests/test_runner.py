@@ -150,3 +150,25 @@ def test_reproduce_runs_every_method_by_default(preset, tmp_path, monkeypatch):
     runner.run_reproduction(preset, tasks=["qa_code"], seeds=[0], out_dir=tmp_path)
     assert {method for method, _ in seen} == set(METHODS) and "ebft_fm" in METHODS
     assert {gamma for method, gamma in seen if method == "ebft_fm"} == {0.0}
+
+
+def test_the_progress_line_counts_runs_and_estimates_from_computed_ones_only():
+    from collections import Counter
+
+    from ebft_repro.experiments.progress_line import planned_runs, remaining_text
+
+    # 3 reused (instant), 2 computed in 60 s and 120 s: 90 s each for the 40 left = 60 min
+    counts = Counter(reused=3, computed=1, resumed=1)
+    assert (
+        remaining_text(counts, [60.0, 120.0], 40)
+        == "3 reused, 2 computed, ~1 h 00 min left if the rest is computed"
+    )
+    assert (
+        remaining_text(counts, [50.0], 1) == "3 reused, 2 computed, ~0 min 50 s left if the rest is computed"
+    )
+    assert remaining_text(Counter(reused=2), [], 5).endswith("after the first computed run")
+    assert remaining_text(counts, [60.0], 0) == "3 reused, 2 computed"
+    # tiny: 2-point grids, one seed -> 2 runs per (task, method); a single lr -> 1
+    assert planned_runs("tiny", ["qa_code", "code"], ["sft", "ebft"], 1, True, []) == 8
+    assert planned_runs("tiny", ["qa_code"], ["sft"], 3, False, []) == 3
+    assert planned_runs("tiny", ["qa_code"], ["sft"], 1, True, ["optim.lr_grid=[0.1,0.2,0.3]"]) == 3

@@ -203,3 +203,27 @@ def test_rlvr_metrics_rows_record_the_share_of_zero_advantage_groups(model_dirs,
     for row in rows:  # a share of the step's prompts_per_step groups
         share = row["zero_adv_group_frac"] * cfg.rlvr.prompts_per_step
         assert 0 <= row["zero_adv_group_frac"] <= 1 and share == pytest.approx(round(share))
+
+
+def test_every_evaluation_records_its_prompts_outcomes_before_its_metrics(model_dirs, tmp_path):
+    from dataclasses import replace
+
+    from ebft_repro.evaluation.metrics import mean_pass_at_k
+    from ebft_repro.utils import read_jsonl
+
+    cfg = fast_config(model_dirs["llama"], method="sft")
+    cfg = replace(cfg, data=replace(cfg.data, seq_len=160))  # room for the Q&A prompts
+    for run, cache in (("first", None), ("cached", tmp_path / "_step0"), ("reused", tmp_path / "_step0")):
+        train(cfg, run_dir=tmp_path / run, step0_cache=cache)
+        rows = read_jsonl(tmp_path / run / "metrics.jsonl")
+        assert rows[-1]["kind"] == "eval"  # what marks a finished run
+        evals = [i for i, row in enumerate(rows) if row["kind"] == "eval"]
+        for i in evals:
+            prompts, metrics = rows[i - 1], rows[i]
+            assert (prompts["kind"], prompts["step"]) == ("prompts", metrics["step"])
+            assert len(prompts["correct"]) == metrics["eval_prompts"] > 0
+            assert sum(prompts["correct"]) == metrics["correct_samples"]
+            assert mean_pass_at_k(prompts["correct"], prompts["n_samples"], 1) == metrics["pass@1"]
+        if run == "first":
+            expected = rows
+        assert rows == expected  # computed, cached or reused: the same records

@@ -19,6 +19,7 @@ import torch
 from ebft_repro.data import PackedChunks
 from ebft_repro.ebft import sample_rollouts, score_rollouts
 from ebft_repro.evaluation.metrics import (
+    bleu_statistics,
     clean_translation,
     corpus_bleu,
     corpus_chrf,
@@ -122,8 +123,9 @@ def verifier_rewards(examples: list[Example], texts: list[str], *, timeout_s: fl
     programs, slots = [], []
     for i, (example, text) in enumerate(zip(examples, texts)):
         if example.direction is not None:
-            tgt = LANG_NAMES.get(example.direction.split("-")[1], "English")
-            rewards[i] = sentence_chrf(clean_translation(text, tgt), example.completion.strip())
+            rewards[i] = sentence_chrf(
+                clean_translation(text, _target_name(example)), example.completion.strip()
+            )
             continue
         programs.append(sandbox_program(example, extract_code(text, QA_STOP_MARKER)))
         slots.append(i)
@@ -176,9 +178,21 @@ def sample_for_prompts(
 
 
 def downstream_eval(
-    model: torch.nn.Module, tokenizer, examples: list[Example], eval_cfg, *, generator: torch.Generator
+    model: torch.nn.Module,
+    tokenizer,
+    examples: list[Example],
+    eval_cfg,
+    *,
+    generator: torch.Generator,
+    records: dict | None = None,
 ) -> dict[str, float]:
-    """Downstream accuracy on test prompts: pass@1 / pass@n for code, BLEU / chrF for translation."""
+    """Downstream accuracy on test prompts: pass@1 / pass@n for code, BLEU / chrF for translation.
+
+    With ``records`` (a dict), also the per-prompt outcomes a paired comparison resamples
+    (``experiments/paired.py``), in prompt order: ``correct`` (correct samples of each prompt, out of
+    ``n_samples``) for code; ``directions`` and ``bleu_stats`` (BLEU's sufficient statistics of each first
+    sample, :func:`~ebft_repro.evaluation.metrics.bleu_statistics`) for translation.
+    """
     if not examples:
         log.warning("downstream_eval: no prompts to evaluate (all filtered or empty split)")
         return {}
@@ -194,12 +208,16 @@ def downstream_eval(
         generator=generator,
     )
     if examples and examples[0].direction is not None:
+        if records is not None:
+            records |= translation_records(examples, texts[::n_samples])
         return translation_scores(examples, texts[::n_samples]) | {"eval_prompts": len(examples)}
     repeated = [ex for ex in examples for _ in range(n_samples)]
     fractions = verifier_rewards(repeated, texts)
     correct = [
         sum(f == 1.0 for f in fractions[i * n_samples : (i + 1) * n_samples]) for i in range(len(examples))
     ]
+    if records is not None:
+        records |= {"n_samples": n_samples, "correct": correct}
     return {
         "pass@1": mean_pass_at_k(correct, n_samples, 1),
         f"pass@{n_samples}": mean_pass_at_k(correct, n_samples, n_samples),
@@ -211,13 +229,23 @@ def downstream_eval(
     }
 
 
+def translation_records(examples: list[Example], first_samples: list[str]) -> dict[str, list]:
+    """Per prompt, its direction and the BLEU statistics of its cleaned first sample."""
+    hyps = [clean_translation(text, _target_name(ex)) for ex, text in zip(examples, first_samples)]
+    stats = bleu_statistics(hyps, [ex.completion.strip() for ex in examples])
+    return {"directions": [ex.direction for ex in examples], "bleu_stats": stats}
+
+
+def _target_name(example: Example) -> str:
+    return LANG_NAMES.get(example.direction.split("-")[1], "English")
+
+
 def translation_scores(examples: list[Example], first_samples: list[str]) -> dict[str, float]:
     """Corpus BLEU and chrF per direction on the first sample, and their macro-average."""
     by_direction: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
     for example, text in zip(examples, first_samples):
-        tgt = LANG_NAMES.get(example.direction.split("-")[1], "English")
         hyps, refs = by_direction[example.direction]
-        hyps.append(clean_translation(text, tgt))
+        hyps.append(clean_translation(text, _target_name(example)))
         refs.append(example.completion.strip())
     metrics = {}
     for direction, (hyps, refs) in sorted(by_direction.items()):

@@ -21,6 +21,7 @@ from pathlib import Path
 from ebft_repro.config import METHODS, TASKS, apply_overrides, get_preset
 from ebft_repro.evaluation.downstream import primary_metric
 from ebft_repro.experiments.controls import control_shares
+from ebft_repro.experiments.progress_line import ComparisonProgress, planned_runs
 from ebft_repro.experiments.report import claims_table, collect_runs, mean_interval, runs_frame
 from ebft_repro.experiments.summary_md import (
     controls_markdown,
@@ -183,11 +184,19 @@ def run_reproduction(
     tasks, methods = list(tasks or TASKS), list(methods or METHODS)
     seeds = list(seeds if seeds is not None else DEFAULT_SEEDS[preset])
     out_dir = Path(out_dir) if out_dir else results_dir() / preset
-    runs_dir = out_dir / "runs"
+    runs_dir, started = out_dir / "runs", time.time()
     step0 = runs_dir / STEP0_DIR
-    started = time.time()
     result = ReproduceResult(out_dir)
     _read_selection(out_dir)  # a corrupt file fails now, not after hours of training
+    line = ComparisonProgress(planned_runs(preset, tasks, methods, len(seeds), lr_sweep, overrides or []))
+
+    def run_one(run_cfg, name: str):
+        run_started = time.time()
+        run = train(run_cfg, run_dir=runs_dir / name, force=force, step0_cache=step0)
+        result.counts[run.status] += 1
+        line.record(run.status, time.time() - run_started)
+        return run
+
     for task in tasks:
         for method in methods:
             cfg = apply_overrides(get_preset(preset, task, method, seed=seeds[0]), overrides or [])
@@ -199,9 +208,7 @@ def run_reproduction(
                         continue
                     run_cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
                     name = run_cfg.run_name if len(grid) == 1 else f"{run_cfg.run_name}-{_lr_tag(lr)}"
-                    run = train(run_cfg, run_dir=runs_dir / name, force=force, step0_cache=step0)
-                    result.counts[run.status] += 1
-                    sweep[lr] = run.summary
+                    sweep[lr] = run_one(run_cfg, name).summary
                 best = select_lr(sweep, task)
                 extra = extend_grid(grid, best)
                 if extra is None or len(added) >= MAX_GRID_EXTENSIONS:
@@ -216,6 +223,7 @@ def run_reproduction(
                 )
                 added.append(extra)
                 grid = sorted(grid + [extra])
+                line.plan_more()
             metric = f"val_{primary_metric(task)}"
             entry = {
                 "grid": list(grid),
@@ -235,9 +243,8 @@ def run_reproduction(
             for seed in seeds[1:]:
                 seed_cfg = replace(cfg, seed=seed, optim=replace(cfg.optim, lr=best))
                 name = seed_cfg.run_name if len(grid) == 1 else f"{seed_cfg.run_name}-{_lr_tag(best)}"
-                result.counts[
-                    train(seed_cfg, run_dir=runs_dir / name, force=force, step0_cache=step0).status
-                ] += 1
+                run_one(seed_cfg, name)
+    line.close()
     environment = out_dir / "environment.json"
     if result.counts["computed"] or result.counts["resumed"] or not environment.exists():
         write_json(environment, environment_info() | {"wall_s": round(time.time() - started, 1)})
