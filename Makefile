@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: setup sandbox-deps test unit notebooks reproduce bench lint clean
+.PHONY: setup sandbox-deps test unit notebooks lab reproduce bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ unit: setup
 notebooks: setup
 	$(BIN)/python -m ebft_repro prepare --task all --preset tiny --verify none
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)
+
+# JupyterLab from the project's environment (jupyter is not on the PATH: it lives in $(VENV)/bin).
+# Full mode by default; `EBFT_RUN_MODE=tiny make lab` for the seconds-long CI variant.
+lab: setup
+	$(BIN)/python -m ebft_repro prepare --task all --preset tiny --verify none
+	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 reproduce: setup
 	$(BIN)/python -m ebft_repro prepare --task all --preset $(PRESET)
