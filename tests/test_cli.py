@@ -11,7 +11,7 @@ from ebft_repro.experiments.cli import main
 from ebft_repro.models import check_vocab, load_causal_lm, load_tokenizer, resolve_model_path
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "evaluate", "reproduce"])
+@pytest.mark.parametrize("command", ["prepare", "train", "evaluate", "reproduce", "aggregate"])
 def test_help_documents_every_subcommand(command):
     out = subprocess.run(
         [sys.executable, "-m", "ebft_repro", command, "--help"], capture_output=True, text=True
@@ -193,3 +193,23 @@ def test_reproduce_says_what_was_reused_and_how_to_recompute(model_dirs, tmp_pat
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "1 run(s) reused from cache" in out and "0 computed" in out and "--force" in out
+
+
+def test_aggregate_redoes_tables_and_figures_without_training(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from ebft_repro import trainer
+    from ebft_repro.utils import repo_root
+
+    out = tmp_path / "tiny"
+    shutil.copytree(repo_root() / "results" / "tiny", out)
+    for name in ("summary.md", "verdicts.csv", "lr_sweep.png"):
+        (out / name).unlink()
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("aggregate must not train"))
+    assert main(["aggregate", "--out", str(out)]) == 0
+    assert "no run trained" in capsys.readouterr().out
+    committed = repo_root() / "results" / "tiny"
+    assert (out / "verdicts.csv").read_text() == (committed / "verdicts.csv").read_text()
+    assert (out / "lr_sweep.png").stat().st_size > 1000
+    assert main(["aggregate", "--out", str(tmp_path / "nothing")]) == 2
+    assert "no runs/ folder" in capsys.readouterr().err

@@ -53,7 +53,8 @@ def test_reproduce_writes_summary_tables_and_figures(model_dirs, tmp_path):
         assert column in summary.columns, column
     assert summary["val_ce_ci95"].notna().all()  # two seeds give an interval
     assert "± " in (out / "summary.md").read_text()
-    for name in ("accuracy_vs_step.png", "val_ce_vs_step.png", "accuracy_vs_ce.png"):
+    figures = ("accuracy_vs_step.png", "val_ce_vs_step.png", "accuracy_vs_ce.png", "lr_sweep.png")
+    for name in (*figures, "objectives_vs_step.png"):
         assert (out / name).stat().st_size > 1000, name
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 6  # the picked lr of each method and the base row, two seeds each
@@ -172,3 +173,14 @@ def test_the_progress_line_counts_runs_and_estimates_from_computed_ones_only():
     assert planned_runs("tiny", ["qa_code", "code"], ["sft", "ebft"], 1, True, []) == 8
     assert planned_runs("tiny", ["qa_code"], ["sft"], 3, False, []) == 3
     assert planned_runs("tiny", ["qa_code"], ["sft"], 1, True, ["optim.lr_grid=[0.1,0.2,0.3]"]) == 3
+
+
+def test_figure_axes_say_what_was_measured_on_which_split():
+    from ebft_repro.experiments.plotting import OBJECTIVES, metric_label
+
+    assert metric_label("code", "pass@1") == "pass@1 on Q&A test"  # raw code is scored on the Q&A tests
+    assert metric_label("qa_code", "unit_test_pass_frac") == "unit tests passed (fraction) on Q&A test"
+    assert metric_label("translation", "bleu") == "BLEU (mean of directions) on translation test"
+    assert metric_label("code", "val_ce") == "CE (nats/token) on code validation"
+    assert metric_label("translation", "val_fm_loss") == "CFM loss on translation validation"
+    assert set(OBJECTIVES) == set(__import__("ebft_repro.config", fromlist=["METHODS"]).METHODS)

@@ -90,7 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--set", dest="overrides", action="append", default=[], help="config override (repeatable)"
     )
+    aggregate = sub.add_parser(
+        "aggregate", help="redo a reproduction's tables, verdicts and figures from its finished runs"
+    )
+    aggregate.add_argument("--out", required=True, help="the reproduction's folder, e.g. results/cpu")
     return parser
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    from ebft_repro.experiments.runner import aggregate, read_selection
+
+    out = Path(args.out)
+    if not (out / "runs").is_dir():
+        raise ValueError(f"--out {out}: no runs/ folder (not a reproduction's output)")
+    aggregate(out, read_selection(out))
+    print(f"re-aggregated {out}: summary.csv, summary.md, verdicts.csv, runs.csv, figures (no run trained)")
+    return 0
 
 
 def _config(args: argparse.Namespace, method: str):
@@ -164,7 +179,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> None:
     """Errors that name the option and the allowed values (before anything heavy is loaded)."""
-    if getattr(args, "preset", None) not in PRESETS:
+    if hasattr(args, "preset") and args.preset not in PRESETS:
         raise ValueError(f"--preset {args.preset!r} is not one of {PRESETS}")
     task = getattr(args, "task", None)
     if task is not None and task not in TASKS and not (args.command == "prepare" and task == "all"):
@@ -187,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
         "reproduce": _cmd_reproduce,
+        "aggregate": _cmd_aggregate,
     }
     try:
         _validate(args)

@@ -13,14 +13,28 @@ METHOD_LABELS = {"ebft": "EBFT", "sft": "SFT", "rlvr": "RLVR", "ebft_fm": "EBFT 
 METHOD_MARKERS = {"ebft": "o", "sft": "s", "rlvr": "^", "ebft_fm": "D"}
 METHOD_LINES = {"ebft": "-", "sft": "--", "rlvr": ":", "ebft_fm": "-."}
 """Distinct markers and dashes, so a method whose line coincides with another's stays visible."""
-METRIC_LABELS = {
-    "pass@1": "pass@1 (test)",
-    "bleu": "BLEU (test, mean of directions)",
-    "chrf": "chrF (test, mean of directions)",
-    "val_ce": "validation CE (nats/token)",
-    "unit_test_pass_frac": "unit tests passed (fraction, test)",
-    "val_fm_loss": "validation CFM loss",
+METRIC_NAMES = {
+    "pass@1": "pass@1",
+    "bleu": "BLEU (mean of directions)",
+    "chrf": "chrF (mean of directions)",
+    "unit_test_pass_frac": "unit tests passed (fraction)",
+    "val_ce": "CE (nats/token)",
+    "val_ce_answer": "answer CE (nats/token)",
+    "val_fm_loss": "CFM loss",
+    "reward_mean": "training reward (5-step mean)",
 }
+OBJECTIVES = {"sft": "val_ce", "rlvr": "reward_mean", "ebft": "val_fm_loss", "ebft_fm": "val_fm_loss"}
+"""What each method optimises, as the run files record it: SFT's CE, RLVR's training reward (the verifier's
+score of its own samples), EBFT's feature-matching loss on validation chunks."""
+_SPLIT_OF = {"qa_code": "Q&A", "code": "Q&A", "translation": "translation"}  # raw code is scored on Q&A
+
+
+def metric_label(task: str, metric: str) -> str:
+    """An axis label saying what was measured on which split (raw code's accuracy is on the Q&A tests)."""
+    name = METRIC_NAMES.get(metric, metric)
+    if metric.startswith("val_"):
+        return f"{name} on {task} validation"
+    return name if metric == "reward_mean" else f"{name} on {_SPLIT_OF[task]} test"
 
 
 def _curves(runs: list[dict], metric: str) -> dict[tuple[str, str], list[list[tuple[int, float]]]]:
@@ -66,7 +80,7 @@ def plot_metric_vs_step(runs: list[dict], metric_for_task, path: Path, *, title:
                 half = np.array([mean_interval(list(column))[1] for column in values.T])
                 ax.fill_between(steps, values.mean(0) - half, values.mean(0) + half, color=color, alpha=0.12)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        _label_axis(ax, task, "optimizer step (0 = base model)", METRIC_LABELS.get(metric, metric))
+        _label_axis(ax, task, "optimizer step (0 = base model)", metric_label(task, metric))
     return save_figure(fig, path, title + "; mean and 95% interval over seeds")
 
 
@@ -85,24 +99,75 @@ def plot_accuracy_vs_ce(runs: list[dict], path: Path, *, title: str) -> Path:
             points = [p for p in points if None not in p]
             if points:
                 xs, ys = zip(*points)
-                ax.scatter(
+                ax.scatter(  # hollow, so a point under another stays visible
                     xs,
                     ys,
-                    color=METHOD_COLORS[method],
+                    facecolors="none",
+                    edgecolors=METHOD_COLORS[method],
                     marker=METHOD_MARKERS[method],
                     label=METHOD_LABELS[method],
-                    s=30,
-                    alpha=0.8,
+                    s=45,
+                    linewidths=1.4,
                 )
         base = {r["seed"]: r["initial"] for r in runs if r["task"] == task and r.get("initial")}
         points = [(b.get("val_ce"), b.get(metric)) for _, b in sorted(base.items())]  # one per sampling seed
         points = [p for p in points if None not in p]
         if points:
             xs, ys = zip(*points)
-            ax.scatter(xs, ys, marker="*", s=120, color="black", label="base model (per seed)")
-        _label_axis(
-            ax, task, "validation CE (nats/token; lower is better)", METRIC_LABELS.get(metric, metric)
-        )
+            style = {"marker": "*", "s": 140, "facecolors": "none", "edgecolors": "black", "zorder": 1}
+            ax.scatter(xs, ys, label="base model (per seed)", **style)
+        _label_axis(ax, task, metric_label(task, "val_ce") + " (lower is better)", metric_label(task, metric))
+    return save_figure(fig, path, title)
+
+
+def plot_lr_sweep(selection: dict, path: Path, *, title: str) -> Path:
+    """Validation accuracy of seed 0 at every learning rate tried, per (task, method), the pick filled;
+    the base model drawn as the lr -> 0 end (a dashed line: what no update at all scores)."""
+    tasks = sorted({key.rsplit("-", 1)[0] for key in selection})
+    fig, axes = new_figure(len(tasks), size=(4.5, 3.6))
+    for ax, task in zip(axes[0], tasks):
+        base = None
+        for method in METHOD_COLORS:
+            entry = selection.get(f"{task}-{method}")
+            if not entry or len(entry.get("validation", {})) < 2:
+                continue
+            points = sorted((float(lr), v) for lr, v in entry["validation"].items() if v is not None)
+            style = {"color": METHOD_COLORS[method], "marker": METHOD_MARKERS[method]}
+            ax.plot(*zip(*points), linestyle=METHOD_LINES[method], label=METHOD_LABELS[method], **style)
+            picked = dict(points)[entry["picked"]]
+            ax.scatter([entry["picked"]], [picked], s=110, zorder=3, **style)
+            base = entry.get("base_validation", base)
+        if base is not None:
+            ax.axhline(base, color="black", linestyle="--", linewidth=1, label="base model (lr → 0)")
+        ax.set_xscale("log")
+        ylabel = f"{METRIC_NAMES[primary_metric(task)]} on {_SPLIT_OF[task]} validation (seed 0)"
+        _label_axis(ax, task, "learning rate (picked: large marker)", ylabel)
+    return save_figure(fig, path, title)
+
+
+def plot_objectives(runs: list[dict], path: Path, *, title: str) -> Path:
+    """Each method's own objective over training (:data:`OBJECTIVES`), one row per objective, one column
+    per task: did a method fail to optimise its objective, or optimise one that does not help?"""
+    import numpy as np
+
+    tasks = sorted({run["task"] for run in runs})
+    objectives = sorted({OBJECTIVES[run["method"]] for run in runs if run["method"] in OBJECTIVES})
+    fig, axes = new_figure(len(tasks), len(objectives), size=(4.5, 3.3))
+    for row, objective in enumerate(objectives):
+        for ax, task in zip(axes[row], tasks):
+            for method in (m for m, o in OBJECTIVES.items() if o == objective):
+                kind = "train" if objective == "reward_mean" else "eval"
+                for index, run in enumerate(r for r in runs if (r["task"], r["method"]) == (task, method)):
+                    rows = read_jsonl(Path(run["run_dir"]) / "metrics.jsonl")
+                    points = [(r["step"], r[objective]) for r in rows if r["kind"] == kind and objective in r]
+                    if points:
+                        steps, values = zip(*points)
+                        if kind == "train":  # a noisy per-step reward: a running mean over 5 steps
+                            values = np.convolve(values, np.ones(5) / 5, mode="valid")
+                            steps = steps[len(steps) - len(values) :]
+                        label = METHOD_LABELS[method] if index == 0 else None
+                        ax.plot(steps, values, color=METHOD_COLORS[method], linewidth=1, label=label)
+            _label_axis(ax, task, "optimizer step (one line per seed)", metric_label(task, objective))
     return save_figure(fig, path, title)
 
 
@@ -131,8 +196,9 @@ def save_figure(fig, path: Path, title: str | None = None, *, dpi: int = 120) ->
     return Path(path)
 
 
-def plot_comparison(out_dir: Path, runs: list[dict]) -> list[Path]:
-    """The three standard figures of a preset, written next to its summary."""
+def plot_comparison(out_dir: Path, runs: list[dict], selection: dict | None = None) -> list[Path]:
+    """The standard figures of a preset, written next to its summary (the lr sweep needs ``selection``,
+    the content of ``lr_selection.json``)."""
     out_dir = Path(out_dir)
     preset = out_dir.name
     return [
@@ -153,5 +219,13 @@ def plot_comparison(out_dir: Path, runs: list[dict]) -> list[Path]:
         ),
         plot_accuracy_vs_ce(
             runs, out_dir / "accuracy_vs_ce.png", title=f"Final accuracy vs validation CE ({preset})"
+        ),
+        plot_objectives(
+            runs, out_dir / "objectives_vs_step.png", title=f"Each method's objective ({preset})"
+        ),
+        *(
+            [plot_lr_sweep(selection, out_dir / "lr_sweep.png", title=f"Learning-rate sweeps ({preset})")]
+            if selection
+            else []
         ),
     ]

@@ -131,12 +131,12 @@ def _update_selection(out_dir: Path, key: str, entry: dict) -> None:
     """Add one pair's pick to ``lr_selection.json`` (re-read under a lock: concurrent runners merge)."""
     path = out_dir / "lr_selection.json"
     with file_lock(out_dir / "lr_selection.lock", what=f"updating {path}"):
-        selection = _read_selection(out_dir)
+        selection = read_selection(out_dir)
         selection[key] = entry
         write_json(path, selection)
 
 
-def _read_selection(out_dir: Path) -> dict:
+def read_selection(out_dir: Path) -> dict:
     path = out_dir / "lr_selection.json"
     if not path.exists():
         return {}
@@ -187,7 +187,7 @@ def run_reproduction(
     runs_dir, started = out_dir / "runs", time.time()
     step0 = runs_dir / STEP0_DIR
     result = ReproduceResult(out_dir)
-    _read_selection(out_dir)  # a corrupt file fails now, not after hours of training
+    read_selection(out_dir)  # a corrupt file fails now, not after hours of training
     line = ComparisonProgress(planned_runs(preset, tasks, methods, len(seeds), lr_sweep, overrides or []))
 
     def run_one(run_cfg, name: str):
@@ -249,7 +249,7 @@ def run_reproduction(
     if result.counts["computed"] or result.counts["resumed"] or not environment.exists():
         write_json(environment, environment_info() | {"wall_s": round(time.time() - started, 1)})
     # else every run was reused: environment.json still describes the code and machine that computed them
-    aggregate(out_dir, _read_selection(out_dir))
+    aggregate(out_dir, read_selection(out_dir))
     log.info(result.message())
     return result
 
@@ -316,5 +316,5 @@ def aggregate(out_dir: Path, selection: dict | None = None):
     text += controls_markdown(control_shares(summary))
     text += lr_picks_markdown(selection or {})
     write_text_atomic(out_dir / "summary.md", text)
-    plot_comparison(out_dir, runs)
+    plot_comparison(out_dir, runs, selection)
     return summary
