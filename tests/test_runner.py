@@ -184,3 +184,18 @@ def test_figure_axes_say_what_was_measured_on_which_split():
     assert metric_label("code", "val_ce") == "CE (nats/token) on code validation"
     assert metric_label("translation", "val_fm_loss") == "CFM loss on translation validation"
     assert set(OBJECTIVES) == set(__import__("ebft_repro.config", fromlist=["METHODS"]).METHODS)
+
+
+@pytest.mark.parametrize("n_train_steps", [1, 3, 8])
+def test_objectives_figure_draws_runs_of_any_length(tmp_path, n_train_steps):
+    import json
+
+    from ebft_repro.experiments.plotting import plot_objectives
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = [{"step": 0, "kind": "eval", "val_fm_loss": 0.5}]
+    rows += [{"step": s, "kind": "train", "reward_mean": 0.1 * s} for s in range(n_train_steps)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runs = [{"task": "qa_code", "method": m, "run_dir": str(run_dir)} for m in ("rlvr", "ebft")]
+    assert plot_objectives(runs, tmp_path / "objectives.png", title="t").stat().st_size > 1000

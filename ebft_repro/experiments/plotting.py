@@ -162,9 +162,10 @@ def plot_objectives(runs: list[dict], path: Path, *, title: str) -> Path:
                     points = [(r["step"], r[objective]) for r in rows if r["kind"] == kind and objective in r]
                     if points:
                         steps, values = zip(*points)
-                        if kind == "train":  # a noisy per-step reward: a running mean over 5 steps
-                            values = np.convolve(values, np.ones(5) / 5, mode="valid")
-                            steps = steps[len(steps) - len(values) :]
+                        if kind == "train":  # a noisy per-step reward: a running mean over (up to) 5 steps
+                            width = min(5, len(values))
+                            values = np.convolve(values, np.ones(width) / width, mode="valid")
+                            steps = steps[width - 1 :]
                         label = METHOD_LABELS[method] if index == 0 else None
                         ax.plot(steps, values, color=METHOD_COLORS[method], linewidth=1, label=label)
             _label_axis(ax, task, "optimizer step (one line per seed)", metric_label(task, objective))
