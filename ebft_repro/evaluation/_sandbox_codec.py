@@ -135,13 +135,13 @@ class Encoder:
             return [_IMMUTABLE[kind], *[self.encode(item, depth + 1) for item in value]]
         library = None if kind in _MUTABLE else _library_kind(value)
         if library is None and kind in _MUTABLE or library in _MUTABLE_LIBRARY:
-            return self.contents(value, depth)
+            return self.contents(value, depth, _MUTABLE.get(kind) or library)
         return self._other(value, kind, library, depth)
 
-    def contents(self, value, depth=0):
-        """The encoding of a mutable container itself (also for one already in the memo)."""
-        kind = type(value)
-        tag = _MUTABLE.get(kind) or _library_kind(value)
+    def contents(self, value, depth=0, tag=None):
+        """The encoding of a mutable container itself (also for one already in the memo); ``tag`` when the
+        caller has already classified it."""
+        tag = tag or _MUTABLE.get(type(value)) or _library_kind(value)
         if id(value) not in self.memo:
             self.memo[id(value)] = len(self.keep)
             self.keep.append(value)

@@ -49,6 +49,7 @@ def main(settings, requests_fd, replies_fd, result_fd):
         send(result_fd, {"defined": False, "detail": detail, "statuses": ["missing"] * n_tests})
         return
     namespace, unavailable = bind_names(channel, settings["setup"], tests, settings["entry_point"])
+    entry = namespace.get(settings["entry_point"])  # the program's, before setup may define a stub
     statuses, details = [], []
     if settings["setup"]:
         status, detail = run_test(settings["setup"], "<setup>", namespace, unavailable)
@@ -56,7 +57,10 @@ def main(settings, requests_fd, replies_fd, result_fd):
             namespace = None  # every test fails the same way
             statuses, details = [status] * n_tests, [f"setup: {detail}"] * n_tests
     if namespace is not None:
-        rebind_entry_point(namespace, channel, settings["entry_point"])
+        if settings["entry_point"]:  # setup (HumanEval's prompt) may define a stub: the program's one wins
+            namespace.pop(settings["entry_point"], None)
+            if entry is not None:
+                namespace[settings["entry_point"]] = entry
         for index, test in enumerate(tests):
             status, detail = run_test(test, f"<test {index}>", namespace, unavailable)
             statuses.append(status)
@@ -182,18 +186,6 @@ def bind(namespace, unavailable, channel, name, binding):
             unavailable[name] = (STATUS_OF.get(type(exc), "undecodable"), _short(exc))
     else:
         unavailable[name] = ("unsupported_type", f"{name} is a {kind} the tests cannot use")
-
-
-def rebind_entry_point(namespace, channel, entry_point):
-    """Setup code may define a stub of the entry point (HumanEval's prompt): the program's one wins."""
-    if entry_point:
-        namespace.pop(entry_point, None)
-        try:
-            binding = channel.ask(["names", [entry_point]])[1].get(entry_point)
-        except (Incident, AttributeError, IndexError):
-            binding = None
-        if binding is not None:
-            bind(namespace, {}, channel, entry_point, binding)
 
 
 def run_test(source, label, namespace, unavailable):

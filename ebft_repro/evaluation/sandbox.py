@@ -29,7 +29,7 @@ import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ebft_repro.evaluation._sandbox_backend import backend, sandbox_uid
@@ -180,11 +180,7 @@ def _as_program(program: object, where: str = "") -> Program:
     for name in ("code", "setup", "entry_point"):
         if not isinstance(getattr(program, name), str):
             raise TypeError(f"{prefix}{name} must be a str, got {type(getattr(program, name)).__name__}")
-    return program if isinstance(tests, tuple) else Program(program.code, tuple(tests), *_rest(program))
-
-
-def _rest(program: Program) -> tuple[str, str]:
-    return program.setup, program.entry_point
+    return program if isinstance(tests, tuple) else replace(program, tests=tuple(tests))
 
 
 def _check_timeout(timeout_s: float) -> None:
